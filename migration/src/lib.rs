@@ -1,0 +1,22 @@
+//! Database migrations for admit. They run on SQLite and PostgreSQL alike, and are append-only:
+//! a released migration is never edited, a change is a new file.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_users;
+mod m20261122_000002_create_verification_tokens;
+mod m20261122_000003_create_outbox_messages;
+
+/// Every migration of admit, in the order they apply.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_users::Migration),
+            Box::new(m20261122_000002_create_verification_tokens::Migration),
+            Box::new(m20261122_000003_create_outbox_messages::Migration),
+        ]
+    }
+}

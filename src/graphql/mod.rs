@@ -1,0 +1,93 @@
+//! The GraphQL API: schema, resolvers and the mapping of outcomes to payloads. Resolvers only
+//! convert input, call one service function and map its result.
+
+mod errors;
+mod types;
+
+use async_graphql::{Context, EmptySubscription, Object, Schema};
+
+use crate::{domain::ConfirmationToken, services::accounts, state::AppState};
+pub use errors::RequestId;
+use types::{ConfirmAccountPayload, PasswordPolicy, RegisterInput, RegisterPayload};
+
+/// The admit schema.
+pub type AdmitSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Deepest selection allowed. Our own types are shallow; the standard introspection query that
+/// IDEs and code generators send nests about a dozen levels through `ofType`.
+const MAX_DEPTH: usize = 16;
+/// Most complexity points a document may cost: the introspection query fits, while the costly
+/// mutations below can appear only a couple of times in one document.
+const MAX_COMPLEXITY: usize = 1_000;
+/// Cost of one `register` or `confirmAccount`: each hashes a password or takes a write lock.
+const MUTATION_COST: usize = 400;
+
+/// Builds the schema; with `state` absent it can still print its SDL.
+pub fn build_schema(state: Option<AppState>, introspection: bool) -> AdmitSchema {
+    let mut builder = Schema::build(Query, Mutation, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY);
+    if !introspection {
+        builder = builder.disable_introspection();
+    }
+    if let Some(state) = state {
+        builder = builder.data(state);
+    }
+    builder.finish()
+}
+
+/// The schema in SDL, as committed in `schema.graphql`.
+pub fn schema_sdl() -> String {
+    build_schema(None, true).sdl()
+}
+
+/// Read-only operations.
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The rule passwords must meet, so forms can show it before submitting.
+    async fn password_policy(&self, ctx: &Context<'_>) -> async_graphql::Result<PasswordPolicy> {
+        let state = errors::app_state(ctx)?;
+        Ok(state.settings.password_policy().into())
+    }
+}
+
+/// Operations that change data.
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Creates an unconfirmed account and emails a confirmation link. The answer is the same
+    /// whether or not the address already has an account.
+    #[graphql(complexity = "MUTATION_COST")]
+    async fn register(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterInput,
+    ) -> async_graphql::Result<RegisterPayload> {
+        let state = errors::app_state(ctx)?;
+        let account = match input.parse(state.settings.password_policy()) {
+            Ok(account) => account,
+            Err(user_errors) => return Ok(RegisterPayload::invalid(user_errors)),
+        };
+        let outcome = accounts::register(state, account).await;
+        errors::register_payload(ctx, outcome)
+    }
+
+    /// Confirms the account a link's token was issued for, and returns it. Submitting the same
+    /// token again while it is valid returns the same account.
+    #[graphql(complexity = "MUTATION_COST")]
+    async fn confirm_account(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The token from the confirmation link (after `#token=`).")] token: String,
+    ) -> async_graphql::Result<ConfirmAccountPayload> {
+        let state = errors::app_state(ctx)?;
+        let outcome = match ConfirmationToken::parse(&token) {
+            Ok(token) => accounts::confirm_account(state, token).await,
+            Err(_) => Err(accounts::ConfirmError::InvalidToken),
+        };
+        errors::confirm_account_payload(ctx, outcome)
+    }
+}

@@ -1,0 +1,160 @@
+//! The API's object and input types. They are built from models, never derived from entities,
+//! so a column such as `password_hash` cannot become a field by accident.
+
+use async_graphql::{Enum, ID, InputObject, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::users;
+
+use crate::{
+    domain::{self, DisplayName, EmailAddress, Password},
+    services::accounts::NewAccount,
+};
+
+/// A person's account.
+#[derive(Debug, SimpleObject)]
+pub struct User {
+    /// Stable identifier.
+    pub id: ID,
+    /// The email address, as the person typed it.
+    pub email: String,
+    /// How the person wants to be greeted, if they said.
+    pub display_name: Option<String>,
+    /// Whether the email address has been confirmed.
+    pub confirmed: bool,
+    /// When the email address was confirmed.
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// When the account was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<users::Model> for User {
+    fn from(user: users::Model) -> Self {
+        Self {
+            id: ID(user.id.to_string()),
+            email: user.email,
+            display_name: user.display_name,
+            confirmed: user.confirmed_at.is_some(),
+            confirmed_at: user.confirmed_at.map(|at| at.with_timezone(&Utc)),
+            created_at: user.created_at.with_timezone(&Utc),
+        }
+    }
+}
+
+/// What a sign-up form sends.
+#[derive(Debug, InputObject)]
+pub struct RegisterInput {
+    /// The email address to register; surrounding spaces are ignored.
+    pub email: String,
+    /// The password, used exactly as typed (see `passwordPolicy`).
+    pub password: String,
+    /// Optional name to greet the person by; at most 100 characters.
+    pub display_name: Option<String>,
+}
+
+impl RegisterInput {
+    /// Parses every field, reporting every problem at once rather than the first.
+    pub(super) fn parse(
+        self,
+        policy: domain::PasswordPolicy,
+    ) -> Result<NewAccount, Vec<UserError>> {
+        let email = EmailAddress::parse(&self.email);
+        let password = Password::parse(&self.password, policy);
+        let display_name = DisplayName::parse(self.display_name.as_deref().unwrap_or_default());
+        match (email, password, display_name) {
+            (Ok(email), Ok(password), Ok(display_name)) => Ok(NewAccount {
+                email,
+                password,
+                display_name,
+            }),
+            (email, password, display_name) => Err([
+                email.err().map(UserError::from),
+                password.err().map(UserError::from),
+                display_name.err().map(UserError::from),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()),
+        }
+    }
+}
+
+/// The outcome of `register`.
+#[derive(Debug, SimpleObject)]
+pub struct RegisterPayload {
+    /// True when the sign-up was taken and a confirmation email is on its way (if the address
+    /// can have a new account). False when `userErrors` says what to fix.
+    pub accepted: bool,
+    /// Problems with the input, one per problem; empty when accepted.
+    pub user_errors: Vec<UserError>,
+}
+
+impl RegisterPayload {
+    pub(super) fn ok() -> Self {
+        Self {
+            accepted: true,
+            user_errors: Vec::new(),
+        }
+    }
+
+    pub(super) fn invalid(user_errors: Vec<UserError>) -> Self {
+        Self {
+            accepted: false,
+            user_errors,
+        }
+    }
+}
+
+/// The outcome of `confirmAccount`.
+#[derive(Debug, SimpleObject)]
+pub struct ConfirmAccountPayload {
+    /// The confirmed account; null when `userErrors` says why not.
+    pub user: Option<User>,
+    /// Why the account could not be confirmed; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+/// A problem the person can fix, tied to the input field it concerns.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct UserError {
+    /// Path to the input field at fault, e.g. `["input", "email"]`; null when no single field is.
+    pub field: Option<Vec<String>>,
+    /// A sentence to show the person.
+    pub message: String,
+    /// What went wrong, for code to act on.
+    pub code: ErrorCode,
+}
+
+/// Machine-readable reasons for a `UserError`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum ErrorCode {
+    /// The email address is missing, malformed, too long or cannot receive mail.
+    InvalidEmail,
+    /// The password has fewer characters than `passwordPolicy.minLength`.
+    PasswordTooShort,
+    /// The password has more characters than `passwordPolicy.maxLength`.
+    PasswordTooLong,
+    /// Another field's value is not acceptable; the message says why.
+    InvalidInput,
+    /// The token is unknown or was altered.
+    TokenInvalid,
+    /// The token was valid but its lifetime is over.
+    TokenExpired,
+}
+
+/// The password rule, for forms to show.
+#[derive(Debug, SimpleObject)]
+pub struct PasswordPolicy {
+    /// Fewest characters (Unicode code points) a password may have.
+    pub min_length: u32,
+    /// Most characters (Unicode code points) a password may have.
+    pub max_length: u32,
+}
+
+impl From<domain::PasswordPolicy> for PasswordPolicy {
+    fn from(policy: domain::PasswordPolicy) -> Self {
+        Self {
+            min_length: u32::try_from(policy.min_length).unwrap_or(u32::MAX),
+            max_length: u32::try_from(policy.max_length).unwrap_or(u32::MAX),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! HTML pages and the health check.
+
+use std::sync::LazyLock;
+
+use async_graphql::http::{GraphQLPlaygroundConfig, playground_source};
+use axum::{
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use sha2::{Digest, Sha256};
+
+use super::HttpState;
+
+const CONFIRM_HTML: &str = include_str!("pages/confirm.html");
+const CONFIRM_CSS: &str = include_str!("pages/confirm.css");
+const CONFIRM_JS: &str = include_str!("pages/confirm.js");
+
+/// The confirmation page with its style and script inlined, and a policy that allows exactly
+/// those two (by hash) and requests to this origin: no other script can run on a page that
+/// holds a token.
+struct Page {
+    html: String,
+    csp: HeaderValue,
+}
+
+static CONFIRM: LazyLock<Page> = LazyLock::new(|| {
+    let html = CONFIRM_HTML
+        .replace("/*STYLE*/", CONFIRM_CSS)
+        .replace("/*SCRIPT*/", CONFIRM_JS);
+    let csp = format!(
+        "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        sha256_source(CONFIRM_JS),
+        sha256_source(CONFIRM_CSS),
+    );
+    Page {
+        html,
+        csp: HeaderValue::try_from(csp)
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'")),
+    }
+});
+
+fn sha256_source(content: &str) -> String {
+    format!(
+        "sha256-{}",
+        STANDARD.encode(Sha256::digest(content.as_bytes()))
+    )
+}
+
+/// `GET /confirm`: shows a button; only a click confirms the account. Loading the page changes
+/// nothing, because mail scanners open links and may even run their scripts.
+pub(super) async fn confirm() -> Response {
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, CONFIRM.csp.clone()),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        Html(CONFIRM.html.clone()),
+    )
+        .into_response()
+}
+
+/// `GET /playground`: GraphQL Playground pointed at `/graphql`.
+pub(super) async fn playground() -> Html<String> {
+    Html(playground_source(
+        GraphQLPlaygroundConfig::new("/graphql").title("admit Playground"),
+    ))
+}
+
+/// `GET /healthz`: 200 when the database answers, 503 otherwise.
+pub(super) async fn healthz(State(http): State<HttpState>) -> Response {
+    match http.app.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}

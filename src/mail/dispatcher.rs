@@ -1,0 +1,214 @@
+use std::time::Duration;
+
+use entity::outbox_messages::{self, Column};
+use lettre::{
+    Message,
+    message::{Mailbox, MultiPart},
+};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::Expr,
+};
+use tokio::sync::watch;
+
+use super::{OutboxSignal, Transport};
+
+/// Messages claimed per round.
+const BATCH: u64 = 16;
+/// How often the outbox is checked when nothing wakes the dispatcher (retries come due this way).
+const POLL: Duration = Duration::from_secs(1);
+/// How long a claim on a message lasts; a process that dies mid-send loses it after this.
+const LEASE: Duration = Duration::from_secs(300);
+
+/// When to try again after a failed send: exponential backoff with jitter, capped.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Delay after the first failure.
+    pub base: Duration,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// Delay after the `failures`-th failed attempt: base · 2^(failures−1), capped, less up to a
+    /// fifth at random so that messages that failed together do not retry in lockstep.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(20);
+        let full = self.base.saturating_mul(1 << exponent).min(self.max);
+        let mut byte = [0u8; 1];
+        let jitter = match getrandom::fill(&mut byte) {
+            Ok(()) => full.mul_f64(f64::from(byte[0]) / 255.0 / 5.0),
+            Err(_) => Duration::ZERO,
+        };
+        full.saturating_sub(jitter)
+    }
+}
+
+/// Delivers queued mail from the outbox.
+pub struct Dispatcher {
+    db: DatabaseConnection,
+    transport: Transport,
+    from: Mailbox,
+    signal: OutboxSignal,
+    retry: RetryPolicy,
+}
+
+impl Dispatcher {
+    /// A dispatcher sending from `from` through `transport`.
+    pub fn new(
+        db: DatabaseConnection,
+        transport: Transport,
+        from: Mailbox,
+        signal: OutboxSignal,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            db,
+            transport,
+            from,
+            signal,
+            retry,
+        }
+    }
+
+    /// Sends due mail until `shutdown` turns true; a message being sent then is finished first.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            match self.deliver_due(&shutdown).await {
+                Ok(claimed) if claimed > 0 && !*shutdown.borrow() => continue,
+                Ok(_) => {}
+                Err(err) => tracing::error!(error = %err, "outbox: cannot read due mail"),
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                () = self.signal.woken() => {}
+                () = tokio::time::sleep(POLL) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tracing::info!("outbox dispatcher stopped");
+    }
+
+    /// One round: claims and sends the messages that are due. Returns how many it claimed.
+    async fn deliver_due(&self, shutdown: &watch::Receiver<bool>) -> Result<usize, DbErr> {
+        let now = crate::db::now();
+        let due = outbox_messages::Entity::find()
+            .filter(Column::SentAt.is_null())
+            .filter(Column::NextAttemptAt.lte(now))
+            .filter(unclaimed(now))
+            .order_by_asc(Column::NextAttemptAt)
+            .limit(BATCH)
+            .all(&self.db)
+            .await?;
+        let mut claimed = 0;
+        for message in due {
+            if *shutdown.borrow() {
+                break;
+            }
+            if self.claim(&message).await? {
+                claimed += 1;
+                self.deliver(message).await?;
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Takes the lease on `message`; false when another dispatcher holds it or it went out.
+    async fn claim(&self, message: &outbox_messages::Model) -> Result<bool, DbErr> {
+        let now = crate::db::now();
+        let result = outbox_messages::Entity::update_many()
+            .col_expr(Column::LockedUntil, Expr::value(now + LEASE))
+            .filter(Column::Id.eq(message.id))
+            .filter(Column::SentAt.is_null())
+            .filter(unclaimed(now))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    async fn deliver(&self, message: outbox_messages::Model) -> Result<(), DbErr> {
+        let attempts = message.attempts.saturating_add(1);
+        let outcome = match self.build(&message) {
+            Ok(email) => self
+                .transport
+                .send(email)
+                .await
+                .map_err(|err| err.to_string()),
+            Err(err) => Err(err),
+        };
+        let now = crate::db::now();
+        let mut update = outbox_messages::ActiveModel {
+            id: Set(message.id),
+            attempts: Set(attempts),
+            locked_until: Set(None),
+            ..Default::default()
+        };
+        match outcome {
+            Ok(detail) => {
+                tracing::info!(message_id = %message.id, attempts, "mail sent: {detail}");
+                update.sent_at = Set(Some(now));
+                update.last_error = Set(None);
+                // The bodies carry a live token: once delivered, it has no reason to stay at rest.
+                update.text_body = Set(None);
+                update.html_body = Set(None);
+            }
+            Err(error) => {
+                let delay = self
+                    .retry
+                    .delay(u32::try_from(attempts).unwrap_or(u32::MAX));
+                tracing::warn!(message_id = %message.id, attempts, retry_in = ?delay, %error, "mail not sent");
+                update.last_error = Set(Some(error));
+                update.next_attempt_at = Set(now + delay);
+            }
+        }
+        outbox_messages::Entity::update(update)
+            .exec(&self.db)
+            .await
+            .map(drop)
+    }
+
+    fn build(&self, message: &outbox_messages::Model) -> Result<Message, String> {
+        let to: Mailbox = message
+            .recipient
+            .parse()
+            .map_err(|err| format!("bad recipient: {err}"))?;
+        let domain = self.from.email.domain();
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(&message.subject)
+            // Stable per outbox row, so a resend after a crash can be recognised downstream.
+            .message_id(Some(format!("<{}@{domain}>", message.id)))
+            .multipart(MultiPart::alternative_plain_html(
+                message.text_body.clone().unwrap_or_default(),
+                message.html_body.clone().unwrap_or_default(),
+            ))
+            .map_err(|err| format!("cannot build message: {err}"))
+    }
+}
+
+fn unclaimed(now: sea_orm::prelude::DateTimeWithTimeZone) -> Condition {
+    Condition::any()
+        .add(Column::LockedUntil.is_null())
+        .add(Column::LockedUntil.lt(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_and_are_capped() {
+        let policy = RetryPolicy {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(60),
+        };
+        let first = policy.delay(1);
+        assert!(first <= Duration::from_secs(10) && first >= Duration::from_secs(8));
+        let second = policy.delay(2);
+        assert!(second <= Duration::from_secs(20) && second >= Duration::from_secs(16));
+        assert!(policy.delay(30) <= Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,64 @@
+use std::{path::PathBuf, time::Duration};
+
+use lettre::{
+    AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    transport::smtp::PoolConfig,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Where messages go: a real SMTP server, or `.eml` files in a folder for local development.
+#[derive(Clone)]
+pub enum Transport {
+    /// lettre's pooled async SMTP transport.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// One `.eml` file per message.
+    Files(PathBuf),
+}
+
+/// The transport did not take the message; the text is safe to store and log.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SendError(String);
+
+impl Transport {
+    /// SMTP at `url` when given, otherwise files in `mail_dir` (created if missing).
+    pub fn new(
+        url: Option<&SecretString>,
+        mail_dir: PathBuf,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        match url {
+            Some(url) => {
+                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
+                    // lettre's URL errors do not echo the URL, so no credentials leak here.
+                    .map_err(|err| anyhow::anyhow!("invalid ADMIT_SMTP_URL: {err}"))?
+                    .timeout(Some(timeout))
+                    .pool_config(PoolConfig::new().max_size(4))
+                    .build();
+                Ok(Self::Smtp(transport))
+            }
+            None => {
+                std::fs::create_dir_all(&mail_dir).map_err(|err| {
+                    anyhow::anyhow!("cannot create mail folder {}: {err}", mail_dir.display())
+                })?;
+                Ok(Self::Files(mail_dir))
+            }
+        }
+    }
+
+    /// Hands `message` over; `Ok` means the server (or the file system) accepted it.
+    pub async fn send(&self, message: Message) -> Result<String, SendError> {
+        match self {
+            Self::Smtp(smtp) => smtp
+                .send(message)
+                .await
+                .map(|response| format!("SMTP {}", response.code()))
+                .map_err(|err| SendError(format!("SMTP: {err}"))),
+            Self::Files(dir) => AsyncFileTransport::<Tokio1Executor>::new(dir)
+                .send(message)
+                .await
+                .map(|id| format!("written to {}", dir.join(format!("{id}.eml")).display()))
+                .map_err(|err| SendError(format!("mail folder: {err}"))),
+        }
+    }
+}

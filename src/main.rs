@@ -1,0 +1,64 @@
+use std::process::ExitCode;
+
+use admit::{
+    db,
+    graphql::schema_sdl,
+    settings::{Cli, Command},
+    startup::{Application, shutdown_signal},
+};
+use anyhow::Context as _;
+use clap::Parser;
+use secrecy::ExposeSecret;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run(shutdown_signal())
+                .await
+        }
+        Command::Migrate => {
+            settings.check()?;
+            let database = db::connect(settings.database_url.expose_secret())
+                .await
+                .with_context(|| {
+                    format!("cannot open the database {}", settings.database_for_log())
+                })?;
+            db::migrate(&database).await.context("migrations failed")?;
+            tracing::info!(database = %settings.database_for_log(), "migrations applied");
+            Ok(())
+        }
+        Command::ExportSchema { out } => {
+            let sdl = schema_sdl();
+            match out {
+                Some(path) => std::fs::write(&path, sdl)
+                    .with_context(|| format!("cannot write {}", path.display())),
+                None => {
+                    print!("{sdl}");
+                    Ok(())
+                }
+            }
+        }
+    }
+}

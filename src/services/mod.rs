@@ -1,0 +1,7 @@
+//! The use cases of admit. Each takes parsed input and the application state, and returns a
+//! typed error of its own with an opaque `Internal` variant for everything unexpected.
+
+pub mod accounts;
+mod hashing;
+
+pub use hashing::PasswordHasher;

@@ -1,0 +1,232 @@
+//! Configuration, read once at start-up from flags or the environment into typed settings.
+
+use std::{net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use lettre::message::Mailbox;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use crate::domain::PasswordPolicy;
+
+/// The command line of the `admit` binary.
+#[derive(Debug, Parser)]
+#[command(name = "admit", version, about = "A GraphQL identity API")]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// The commands of the `admit` binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve the API (the default).
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL), or write it to a file.
+    ExportSchema {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Every setting of the service.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Database URL: `sqlite://FILE?mode=rwc` or `postgres://USER:PASS@HOST/DB`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://admit.db?mode=rwc", value_parser = secret, hide_env_values = true, global = true)]
+    pub database_url: SecretString,
+
+    /// Address and port to listen on.
+    #[arg(
+        long,
+        env = "ADMIT_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Public base URL of the service; defaults to `http://` and the address it listens on.
+    #[arg(long, env = "ADMIT_PUBLIC_URL", global = true)]
+    pub public_url: Option<Url>,
+
+    /// Page the confirmation link points at (the token is appended as `#token=...`);
+    /// defaults to the service's own `/confirm` page.
+    #[arg(long, env = "ADMIT_CONFIRM_URL", global = true)]
+    pub confirm_url: Option<Url>,
+
+    /// SMTP server: `smtp://HOST:PORT`, `smtp://USER:PASS@HOST:587?tls=required` or
+    /// `smtps://USER:PASS@HOST`. When unset, mail is written as `.eml` files to the mail directory.
+    #[arg(long, env = "ADMIT_SMTP_URL", value_parser = secret, hide_env_values = true, global = true)]
+    pub smtp_url: Option<SecretString>,
+
+    /// Folder that receives mail as `.eml` files when no SMTP server is set.
+    #[arg(long, env = "ADMIT_MAIL_DIR", default_value = "./mail", global = true)]
+    pub mail_dir: PathBuf,
+
+    /// Sender of admit's mail.
+    #[arg(
+        long,
+        env = "ADMIT_MAIL_FROM",
+        default_value = "admit <no-reply@admit.localhost>",
+        global = true
+    )]
+    pub mail_from: Mailbox,
+
+    /// Seconds an SMTP conversation may take before it is abandoned and retried later.
+    #[arg(long, env = "ADMIT_SMTP_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
+    pub smtp_timeout: Duration,
+
+    /// Delay before the first retry of a failed send; it doubles with each further attempt.
+    #[arg(long, env = "ADMIT_MAIL_RETRY_BASE", default_value = "5s", value_parser = duration, global = true)]
+    pub mail_retry_base: Duration,
+
+    /// Longest delay between two attempts to send one message.
+    #[arg(long, env = "ADMIT_MAIL_RETRY_MAX", default_value = "1h", value_parser = duration, global = true)]
+    pub mail_retry_max: Duration,
+
+    /// How long a confirmation link stays valid.
+    #[arg(long, env = "ADMIT_TOKEN_TTL", default_value = "24h", value_parser = duration, global = true)]
+    pub token_ttl: Duration,
+
+    /// Fewest characters (Unicode code points) a password may have.
+    #[arg(
+        long,
+        env = "ADMIT_PASSWORD_MIN_LENGTH",
+        default_value_t = 12,
+        global = true
+    )]
+    pub password_min_length: usize,
+
+    /// Most characters (Unicode code points) a password may have.
+    #[arg(
+        long,
+        env = "ADMIT_PASSWORD_MAX_LENGTH",
+        default_value_t = 128,
+        global = true
+    )]
+    pub password_max_length: usize,
+
+    /// Whether GraphQL introspection is enabled (GraphiQL and code generators need it).
+    #[arg(long, env = "ADMIT_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub introspection: bool,
+
+    /// Password hashes computed at once; defaults to the number of CPUs.
+    #[arg(long, env = "ADMIT_HASH_CONCURRENCY", global = true)]
+    pub hash_concurrency: Option<NonZeroUsize>,
+}
+
+/// A setting that cannot work, found before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The password length bounds contradict each other.
+    #[error(
+        "ADMIT_PASSWORD_MIN_LENGTH must be at least 1 and at most ADMIT_PASSWORD_MAX_LENGTH (got {min} and {max})"
+    )]
+    PasswordBounds {
+        /// The minimum given.
+        min: usize,
+        /// The maximum given.
+        max: usize,
+    },
+    /// The token lifetime is zero.
+    #[error("ADMIT_TOKEN_TTL must be longer than zero")]
+    TokenTtl,
+}
+
+impl Settings {
+    /// Reads the settings from the environment alone, as `admit` would with no flags.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Cli::try_parse_from(["admit"]).map(|cli| cli.settings)
+    }
+
+    /// Rejects combinations of settings that cannot work.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        if self.password_min_length == 0 || self.password_min_length > self.password_max_length {
+            return Err(SettingsError::PasswordBounds {
+                min: self.password_min_length,
+                max: self.password_max_length,
+            });
+        }
+        if self.token_ttl.is_zero() {
+            return Err(SettingsError::TokenTtl);
+        }
+        Ok(())
+    }
+
+    /// The password rule in force.
+    pub fn password_policy(&self) -> PasswordPolicy {
+        PasswordPolicy {
+            min_length: self.password_min_length,
+            max_length: self.password_max_length,
+        }
+    }
+
+    /// Concurrent password hashes allowed.
+    pub fn hash_concurrency(&self) -> usize {
+        self.hash_concurrency
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get)
+    }
+
+    /// The database URL with any password replaced, for logs.
+    pub fn database_for_log(&self) -> String {
+        redact_url(self.database_url.expose_secret())
+    }
+
+    /// Where mail goes, for logs.
+    pub fn mail_for_log(&self) -> String {
+        match &self.smtp_url {
+            Some(url) => redact_url(url.expose_secret()),
+            None => format!("files in {}", self.mail_dir.display()),
+        }
+    }
+}
+
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw.to_owned()))
+}
+
+fn duration(raw: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(raw)
+}
+
+/// Replaces the password of a URL with `***` so it can be logged; unparsable URLs are hidden
+/// whole, since they may still hold a secret.
+pub fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // Only fails for URLs that cannot have credentials, which this one has.
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "[unparsable URL]".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_redacted_for_logs() {
+        let shown = redact_url("postgres://admit:hunter2hunter2@db.internal/admit");
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("db.internal"));
+    }
+
+    #[test]
+    fn debug_output_of_settings_never_shows_secrets() {
+        let mut settings = Settings::from_env().unwrap();
+        settings.smtp_url = Some(SecretString::from("smtps://me:s3cr3t-pass@mail.example"));
+        assert!(!format!("{settings:?}").contains("s3cr3t-pass"));
+    }
+}

@@ -1,0 +1,139 @@
+//! Building and running the service: what `admit serve` does, and what tests start on port 0.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use chrono::TimeDelta;
+use secrecy::ExposeSecret;
+use tokio::{net::TcpListener, sync::watch};
+use url::Url;
+
+use crate::{
+    db,
+    mail::{Dispatcher, OutboxSignal, RetryPolicy, Transport},
+    services::PasswordHasher,
+    settings::Settings,
+    state::AppState,
+};
+
+/// A service whose database is migrated and whose socket is bound, ready to [`run`](Self::run).
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    dispatcher: Dispatcher,
+}
+
+impl Application {
+    /// Connects, migrates, binds `settings.listen` (port 0 picks a free port) and wires
+    /// everything together.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.check()?;
+        let database = db::connect(settings.database_url.expose_secret())
+            .await
+            .with_context(|| format!("cannot open the database {}", settings.database_for_log()))?;
+        db::migrate(&database).await.context("migrations failed")?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let local_addr = listener.local_addr()?;
+        let public_url = match &settings.public_url {
+            Some(url) => url.clone(),
+            None => Url::parse(&format!("http://{local_addr}/"))?,
+        };
+        let confirm_url = match &settings.confirm_url {
+            Some(url) => url.clone(),
+            None => public_url.join("confirm")?,
+        };
+        let transport = Transport::new(
+            settings.smtp_url.as_ref(),
+            settings.mail_dir.clone(),
+            settings.smtp_timeout,
+        )?;
+        let outbox = OutboxSignal::default();
+        let dispatcher = Dispatcher::new(
+            database.clone(),
+            transport,
+            settings.mail_from.clone(),
+            outbox.clone(),
+            RetryPolicy {
+                base: settings.mail_retry_base,
+                max: settings.mail_retry_max,
+            },
+        );
+        let state = AppState {
+            db: database,
+            hasher: PasswordHasher::new(settings.hash_concurrency()),
+            outbox,
+            confirm_url: Arc::new(confirm_url),
+            token_ttl: TimeDelta::from_std(settings.token_ttl)
+                .context("ADMIT_TOKEN_TTL is too long")?,
+            settings: Arc::new(settings),
+        };
+        Ok(Self {
+            listener,
+            state,
+            dispatcher,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The application state, for inspection by tests and tools.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves: then stops accepting, lets requests in flight finish,
+    /// lets the dispatcher finish the message it is sending, and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let dispatcher = tokio::spawn(self.dispatcher.run(stop_rx));
+        let settings = &self.state.settings;
+        tracing::info!(
+            listen = %self.listener.local_addr()?,
+            database = %settings.database_for_log(),
+            mail = %settings.mail_for_log(),
+            confirm_url = %self.state.confirm_url,
+            "admit is serving"
+        );
+        let app = crate::http::router(self.state.clone());
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("the HTTP server failed")?;
+        let _ = stop_tx.send(true);
+        dispatcher.await.context("the mail dispatcher panicked")?;
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
