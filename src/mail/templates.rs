@@ -44,9 +44,9 @@ pub fn confirmation_email(name: Option<&str>, link: &str, valid_for: Duration) -
 /// "24 hours", "30 minutes": a lifetime in the words of the email.
 fn describe(duration: Duration) -> String {
     let secs = duration.as_secs();
-    let (count, unit) = if secs >= 86_400 && secs % 86_400 == 0 {
+    let (count, unit) = if secs >= 86_400 && secs.is_multiple_of(86_400) {
         (secs / 86_400, "day")
-    } else if secs >= 3_600 && secs % 3_600 == 0 {
+    } else if secs >= 3_600 && secs.is_multiple_of(3_600) {
         (secs / 3_600, "hour")
     } else if secs >= 60 {
         (secs / 60, "minute")

@@ -1,0 +1,165 @@
+use chrono::Utc;
+use entity::{users, verification_tokens};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{Backend, TestApp, on_both_backends};
+
+on_both_backends!(
+    confirm_account_activates_the_account_from_the_mailed_link,
+    confirm_account_returns_the_same_user_when_the_token_is_presented_again,
+    confirm_account_rejects_an_altered_or_malformed_token,
+    confirm_account_rejects_an_expired_token,
+    confirm_account_rejects_a_token_issued_for_another_purpose,
+    simultaneous_confirmations_with_one_token_confirm_the_account_once,
+    the_token_lifetime_follows_the_setting_and_the_email_states_it,
+);
+
+async fn confirm_account_activates_the_account_from_the_mailed_link(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.register("Turing@Example.com", crate::helpers::PASSWORD, Some("Alan"))
+        .await;
+    let token = app.smtp.next_mail().await.token();
+
+    let payload = app.confirm(&token).await;
+
+    assert_eq!(payload["userErrors"], json!([]));
+    let user = &payload["user"];
+    assert_eq!(user["email"], "Turing@Example.com");
+    assert_eq!(user["displayName"], "Alan");
+    assert_eq!(user["confirmed"], true);
+    let stored = users::Entity::find().one(&app.db).await.unwrap().unwrap();
+    assert_eq!(user["id"], stored.id.to_string());
+    let confirmed_at = stored.confirmed_at.expect("confirmed in the database");
+    let reported: chrono::DateTime<Utc> = user["confirmedAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(reported.timestamp_micros(), confirmed_at.timestamp_micros());
+    let consumed = verification_tokens::Entity::find()
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(consumed.consumed_at.is_some());
+}
+
+async fn confirm_account_returns_the_same_user_when_the_token_is_presented_again(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.register_and_read_token("again@example.com").await;
+
+    let first = app.confirm(&token).await;
+    let second = app.confirm(&token).await;
+
+    assert_eq!(first["user"]["confirmed"], true);
+    assert_eq!(first, second);
+}
+
+async fn confirm_account_rejects_an_altered_or_malformed_token(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.register_and_read_token("altered@example.com").await;
+    let mut altered: Vec<char> = token.chars().collect();
+    altered[10] = if altered[10] == 'A' { 'B' } else { 'A' };
+    let altered: String = altered.into_iter().collect();
+
+    for bad in [
+        altered.as_str(),
+        "",
+        "not a token",
+        &token[..42],
+        &format!("{token}x"),
+    ] {
+        let payload = app.confirm(bad).await;
+        assert_eq!(payload["user"], serde_json::Value::Null, "{bad:?}");
+        assert_eq!(payload["userErrors"][0]["code"], "TOKEN_INVALID", "{bad:?}");
+        assert_eq!(payload["userErrors"][0]["field"], json!(["token"]));
+    }
+    let user = users::Entity::find().one(&app.db).await.unwrap().unwrap();
+    assert_eq!(user.confirmed_at, None);
+}
+
+async fn confirm_account_rejects_an_expired_token(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.register_and_read_token("late@example.com").await;
+    // Age the token rather than sleep: the row is what the service consults.
+    let past = Utc::now().fixed_offset() - chrono::TimeDelta::seconds(1);
+    verification_tokens::Entity::update_many()
+        .col_expr(verification_tokens::Column::ExpiresAt, Expr::value(past))
+        .exec(&app.db)
+        .await
+        .unwrap();
+
+    let payload = app.confirm(&token).await;
+
+    assert_eq!(payload["user"], serde_json::Value::Null);
+    assert_eq!(payload["userErrors"][0]["code"], "TOKEN_EXPIRED");
+    let user = users::Entity::find().one(&app.db).await.unwrap().unwrap();
+    assert_eq!(user.confirmed_at, None);
+}
+
+async fn confirm_account_rejects_a_token_issued_for_another_purpose(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.register_and_read_token("purpose@example.com").await;
+    let user = users::Entity::find().one(&app.db).await.unwrap().unwrap();
+    let other = "A".repeat(43);
+    let now = Utc::now().fixed_offset();
+    verification_tokens::Entity::insert(verification_tokens::ActiveModel {
+        id: Set(uuid::Uuid::now_v7()),
+        user_id: Set(user.id),
+        purpose: Set("password_reset".to_owned()),
+        token_hash: Set(hex::encode(Sha256::digest(other.as_bytes()))),
+        created_at: Set(now),
+        expires_at: Set(now + chrono::TimeDelta::hours(1)),
+        consumed_at: Set(None),
+    })
+    .exec(&app.db)
+    .await
+    .unwrap();
+
+    let payload = app.confirm(&other).await;
+
+    assert_eq!(payload["userErrors"][0]["code"], "TOKEN_INVALID");
+    let user = users::Entity::find().one(&app.db).await.unwrap().unwrap();
+    assert_eq!(user.confirmed_at, None);
+}
+
+async fn simultaneous_confirmations_with_one_token_confirm_the_account_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.register_and_read_token("together@example.com").await;
+
+    let answers = futures::future::join_all((0..8).map(|_| app.confirm(&token))).await;
+
+    for answer in &answers {
+        assert_eq!(answer["userErrors"], json!([]), "{answer}");
+        assert_eq!(answer, &answers[0]);
+    }
+    let confirmed: Vec<_> = users::Entity::find()
+        .filter(users::Column::ConfirmedAt.is_not_null())
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(confirmed.len(), 1);
+    let reported: chrono::DateTime<Utc> = answers[0]["user"]["confirmedAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        reported.timestamp_micros(),
+        confirmed[0].confirmed_at.unwrap().timestamp_micros()
+    );
+}
+
+async fn the_token_lifetime_follows_the_setting_and_the_email_states_it(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--token-ttl", "2h"]).await;
+    app.register("brief@example.com", crate::helpers::PASSWORD, None)
+        .await;
+    let mail = app.smtp.next_mail().await;
+
+    assert!(mail.text().contains("valid for 2 hours"), "{}", mail.text());
+    assert!(mail.html().contains("valid for 2 hours"));
+    let token = verification_tokens::Entity::find()
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((token.expires_at - token.created_at).num_minutes(), 120);
+}

@@ -1,0 +1,285 @@
+//! Starting admit for a test: its own database (a SQLite file or a PostgreSQL database), a real
+//! SMTP server on loopback, and real HTTP on a random port.
+
+use std::{net::SocketAddr, time::Duration};
+
+use admit::{Application, settings::Cli};
+use clap::Parser;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::smtp::SmtpServer;
+
+/// A password that meets the default policy.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server the tests create their databases on. `.ci/run` sets it; the default
+/// is the local server. PostgreSQL tests fail, never skip, when it is unreachable.
+fn postgres_admin_url() -> String {
+    std::env::var("ADMIT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database that exists for one test and is dropped after it.
+pub struct TestDatabase {
+    pub url: String,
+    backend: Backend,
+    name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("admit.db").display()
+                );
+                Self {
+                    url,
+                    backend,
+                    name: String::new(),
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url();
+                let name = format!("admit_test_{}", uuid::Uuid::now_v7().simple());
+                let admin = Database::connect(&admin_url).await.unwrap_or_else(|err| {
+                    panic!("PostgreSQL at {admin_url} is needed for this test: {err}")
+                });
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let mut url = url::Url::parse(&admin_url).expect("admin URL");
+                url.set_path(&name);
+                Self {
+                    url: url.to_string(),
+                    backend,
+                    name,
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        let name = std::mem::take(&mut self.name);
+        // Drop cannot be async, and the test's runtime may be gone: use a runtime of our own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(admin) = Database::connect(postgres_admin_url()).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A running admit with everything it talks to.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub db: DatabaseConnection,
+    pub smtp: SmtpServer,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // Dropped last: the database outlives the service using it.
+    _database: TestDatabase,
+}
+
+impl TestApp {
+    /// admit with default settings on `backend`.
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    /// admit on `backend` with extra command-line settings, e.g. `["--token-ttl", "2h"]`.
+    pub async fn spawn_with(backend: Backend, extra: &[&str]) -> Self {
+        let smtp = SmtpServer::start().await;
+        let url = smtp.url();
+        Self::start(backend, smtp, url, extra).await
+    }
+
+    /// admit sending to `smtp_url` instead of its own SMTP server, e.g. one that is down.
+    pub async fn spawn_with_smtp_url(backend: Backend, smtp_url: String, extra: &[&str]) -> Self {
+        Self::start(backend, SmtpServer::start().await, smtp_url, extra).await
+    }
+
+    async fn start(backend: Backend, smtp: SmtpServer, smtp_url: String, extra: &[&str]) -> Self {
+        let database = TestDatabase::create(backend).await;
+        let mut args = vec![
+            "admit",
+            "--database-url",
+            &database.url,
+            "--listen",
+            "127.0.0.1:0",
+            "--smtp-url",
+            &smtp_url,
+            "--mail-from",
+            "admit <no-reply@admit.test>",
+            "--mail-retry-base",
+            "200ms",
+            "--mail-retry-max",
+            "1s",
+            "--smtp-timeout",
+            "5s",
+        ];
+        args.extend_from_slice(extra);
+        let settings = Cli::try_parse_from(args).expect("test settings").settings;
+        let app = Application::build(settings).await.expect("admit starts");
+        let address = app.local_addr().expect("bound address");
+        let db = app.state().db.clone();
+        let (stop, stopped) = oneshot::channel();
+        let server = tokio::spawn(app.run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            db,
+            smtp,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("HTTP client"),
+            stop: Some(stop),
+            server: Some(server),
+            _database: database,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// POSTs a GraphQL request and returns the HTTP status and the JSON body.
+    pub async fn post_graphql(&self, query: &str, variables: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("POST /graphql");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// Runs `query` and returns `data`, failing the test on any error.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post_graphql(query, variables).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// `register` with the given fields; returns the payload.
+    pub async fn register(&self, email: &str, password: &str, display_name: Option<&str>) -> Value {
+        let data = self
+            .graphql(
+                "mutation Register($input: RegisterInput!) {
+                   register(input: $input) { accepted userErrors { field message code } }
+                 }",
+                json!({ "input": { "email": email, "password": password, "displayName": display_name } }),
+            )
+            .await;
+        data["register"].clone()
+    }
+
+    /// `confirmAccount` with `token`; returns the payload.
+    pub async fn confirm(&self, token: &str) -> Value {
+        let data = self
+            .graphql(
+                "mutation Confirm($token: String!) {
+                   confirmAccount(token: $token) {
+                     user { id email displayName confirmed confirmedAt createdAt }
+                     userErrors { field message code }
+                   }
+                 }",
+                json!({ "token": token }),
+            )
+            .await;
+        data["confirmAccount"].clone()
+    }
+
+    /// Registers `email` with the default password and returns the token from the email.
+    pub async fn register_and_read_token(&self, email: &str) -> String {
+        let payload = self.register(email, PASSWORD, None).await;
+        assert_eq!(payload["accepted"], true, "{payload}");
+        self.smtp.next_mail().await.token()
+    }
+
+    /// Stops the service as a SIGTERM would, and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Generates one test per backend from `async fn name(backend: Backend)`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_backends;

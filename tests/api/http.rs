@@ -1,0 +1,354 @@
+//! The HTTP contract of `/graphql` (GraphQL over HTTP) and the pages. These concern the HTTP
+//! layer, not storage, so they run on SQLite; the masked-error test runs on both.
+
+use entity::users;
+use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, PASSWORD, TestApp, on_both_backends};
+
+on_both_backends!(an_internal_failure_is_masked_logged_by_request_id_and_leaves_no_half_account);
+
+/// The introspection query GraphiQL and graphql-codegen send (graphql-js, 9 levels of ofType).
+const INTROSPECTION: &str = r"
+query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } } }
+}";
+
+async fn post_raw(
+    app: &TestApp,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, String) {
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_are_refused_with_415() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ] {
+        let (status, body) = post_raw(
+            &app,
+            content_type,
+            r#"{"query":"{ passwordPolicy { minLength } }"}"#,
+        )
+        .await;
+        assert_eq!(status, 415, "{content_type}");
+        assert!(body.contains("application/json"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_graphql_error_with_status_400() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    for body in [
+        "not json",
+        "{}",
+        r#"{"query":""}"#,
+        r#"{"query":"{ passwordPolicy { "}"#,
+        r#"{"query":"{ noSuchField }"}"#,
+        "[]",
+    ] {
+        let (status, text) = post_raw(&app, "application/json", body).await;
+        assert_eq!(status, 400, "{body}: {text}");
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            parsed["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bodies_over_64_kib_are_refused_with_413() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let padding = " ".repeat(64 * 1024);
+    let body = format!(r#"{{"query":"{{ passwordPolicy {{ minLength }} }}"{padding}}}"#);
+    let (status, _) = post_raw(&app, "application/json", body).await;
+    assert_eq!(status, 413);
+}
+
+#[tokio::test]
+async fn queries_work_over_get_and_mutations_get_405() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let response = app
+        .http
+        .get(app.url("/graphql"))
+        .query(&[("query", "{ passwordPolicy { minLength } }")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "data": { "passwordPolicy": { "minLength": 12 } } })
+    );
+
+    let mutation = format!(
+        r#"mutation {{ register(input: {{ email: "get@example.com", password: "{PASSWORD}" }}) {{ accepted }} }}"#
+    );
+    let response = app
+        .http
+        .get(app.url("/graphql"))
+        .query(&[("query", mutation.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
+    assert_eq!(users::Entity::find().count(&app.db).await.unwrap(), 0);
+
+    let response = app.http.put(app.url("/graphql")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+}
+
+#[tokio::test]
+async fn the_graphql_response_media_type_is_used_when_the_client_accepts_it() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    for (accept, expected) in [
+        (
+            "application/graphql-response+json, application/json;q=0.9",
+            "application/graphql-response+json",
+        ),
+        ("application/json", "application/json"),
+    ] {
+        let response = app
+            .http
+            .post(app.url("/graphql"))
+            .header("accept", accept)
+            .json(&json!({ "query": "{ passwordPolicy { maxLength } }" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], expected);
+    }
+}
+
+#[tokio::test]
+async fn batches_are_answered_in_order_and_capped() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let one = json!({ "query": "{ passwordPolicy { minLength } }" });
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&json!([one, one]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body.as_array().unwrap().len(), 2);
+    assert_eq!(body[1]["data"]["passwordPolicy"]["minLength"], 12);
+
+    let eleven: Vec<Value> = (0..11).map(|_| one.clone()).collect();
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&eleven)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn a_document_cannot_alias_many_costly_mutations() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let fields: String = (0..3)
+        .map(|i| {
+            format!(r#"r{i}: register(input: {{ email: "alias{i}@example.com", password: "{PASSWORD}" }}) {{ accepted }} "#)
+        })
+        .collect();
+    let (status, body) = app
+        .post_graphql(&format!("mutation {{ {fields} }}"), json!({}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("complex"),
+        "{body}"
+    );
+    assert_eq!(users::Entity::find().count(&app.db).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn deeply_nested_documents_are_refused() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let nested = format!(
+        "{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}",
+        "ofType {".repeat(14),
+        "}".repeat(14)
+    );
+    let (status, body) = app.post_graphql(&nested, json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nested"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_standard_introspection_query_fits_the_limits() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let data = app.graphql(INTROSPECTION, json!({})).await;
+    assert_eq!(data["__schema"]["mutationType"]["name"], "Mutation");
+    let types = data["__schema"]["types"].as_array().unwrap();
+    assert!(types.iter().any(|t| t["name"] == "RegisterInput"));
+    let user = types.iter().find(|t| t["name"] == "User").unwrap();
+    let fields: Vec<&str> = user["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(!fields.contains(&"passwordHash"));
+    assert!(user["description"].as_str().is_some_and(|d| !d.is_empty()));
+}
+
+#[tokio::test]
+async fn introspection_can_be_switched_off() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &["--introspection", "false"]).await;
+    // async-graphql answers introspection fields with null when it is off: nothing is revealed.
+    let (_, body) = app
+        .post_graphql(
+            r#"{ __schema { types { name } } __type(name: "User") { fields { name } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["data"],
+        json!({ "__schema": null, "__type": null }),
+        "{body}"
+    );
+    // Ordinary operations still work.
+    app.graphql("{ passwordPolicy { minLength } }", json!({}))
+        .await;
+}
+
+async fn an_internal_failure_is_masked_logged_by_request_id_and_leaves_no_half_account(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    // Break the last write of `register` so that it fails after the user row was inserted.
+    app.db
+        .execute_unprepared("DROP TABLE outbox_messages")
+        .await
+        .unwrap();
+
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&json!({
+            "query": "mutation($input: RegisterInput!) { register(input: $input) { accepted } }",
+            "variables": { "input": { "email": "broken@example.com", "password": PASSWORD } }
+        }))
+        .send()
+        .await
+        .unwrap();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let text = response.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+
+    let error = &body["errors"][0];
+    assert_eq!(error["message"], "Internal server error");
+    assert_eq!(error["extensions"]["code"], "INTERNAL_SERVER_ERROR");
+    assert_eq!(error["extensions"]["requestId"], request_id.as_str());
+    for leak in ["outbox", "table", "relation", "SQL", "sqlx", PASSWORD] {
+        assert!(!text.contains(leak), "{leak:?} leaked: {text}");
+    }
+    assert_eq!(users::Entity::find().count(&app.db).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn graphiql_and_playground_point_at_the_graphql_endpoint() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let graphiql = app
+        .http
+        .get(app.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(graphiql.status(), 200);
+    let page = graphiql.text().await.unwrap();
+    assert!(page.to_lowercase().contains("graphiql"));
+    assert!(
+        page.contains("url: createUrl('/graphql')"),
+        "GraphiQL endpoint missing"
+    );
+
+    let playground = app.http.get(app.url("/playground")).send().await.unwrap();
+    assert_eq!(playground.status(), 200);
+    let page = playground.text().await.unwrap();
+    assert!(page.contains("GraphQLPlayground"));
+    assert!(page.contains("/graphql"));
+}
+
+#[tokio::test]
+async fn the_confirm_page_is_self_contained_and_leaks_no_referrer() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let response = app.http.get(app.url("/confirm")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'sha256-"),
+        "{csp}"
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Confirm my account"));
+    assert!(page.contains("confirmAccount"));
+    for external in ["src=\"http", "href=\"http", "@import", "url(http"] {
+        assert!(!page.contains(external), "external asset: {external}");
+    }
+}
+
+#[tokio::test]
+async fn health_reports_a_reachable_database() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let response = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok");
+}

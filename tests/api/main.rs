@@ -1,0 +1,9 @@
+//! admit's integration tests: one binary, real databases, real SMTP, real HTTP.
+
+mod binary;
+mod confirm;
+mod helpers;
+mod http;
+mod register;
+mod schema;
+mod smtp;
