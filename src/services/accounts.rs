@@ -72,7 +72,16 @@ pub async fn register(state: &AppState, account: NewAccount) -> Result<(), Regis
     let now = crate::db::now();
     let user_id = Uuid::now_v7();
 
+    let email = mail::confirmation_email(
+        account.display_name.as_ref().map(DisplayName::as_str),
+        &state.confirmation_link(&token),
+        state.settings.token_ttl,
+    );
+
     let txn = begin_write(&state.db).await?;
+    // The email is queued before the user row so that a known address does the same writes as
+    // a new one up to the UNIQUE violation, and its rollback discards them all.
+    let message_id = mail::enqueue(&txn, account.email.deliverable(), email).await?;
     let user = users::ActiveModel {
         id: Set(user_id),
         email: Set(account.email.as_str().to_owned()),
@@ -107,12 +116,6 @@ pub async fn register(state: &AppState, account: NewAccount) -> Result<(), Regis
     verification_tokens::Entity::insert(record)
         .exec_without_returning(&txn)
         .await?;
-    let email = mail::confirmation_email(
-        account.display_name.as_ref().map(DisplayName::as_str),
-        &state.confirmation_link(&token),
-        state.settings.token_ttl,
-    );
-    let message_id = mail::enqueue(&txn, account.email.deliverable(), email).await?;
     txn.commit().await?;
     state.outbox.wake();
     tracing::info!(user_id = %user_id, %message_id, "account registered, confirmation email queued");
