@@ -236,6 +236,13 @@ impl TestApp {
         self.smtp.next_mail().await.token()
     }
 
+    /// Registers `email` and returns the link from the email, as a person would click it.
+    pub async fn smtp_link_for(&self, email: &str) -> String {
+        let payload = self.register(email, PASSWORD, None).await;
+        assert_eq!(payload["accepted"], true, "{payload}");
+        self.smtp.next_mail().await.link()
+    }
+
     /// Stops the service as a SIGTERM would, and waits until it has.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

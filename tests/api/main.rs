@@ -4,6 +4,7 @@ mod binary;
 mod confirm;
 mod helpers;
 mod http;
+mod pages;
 mod register;
 mod schema;
 mod smtp;
