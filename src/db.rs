@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+use secrecy::ExposeSecret;
+
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr,
@@ -26,6 +29,15 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                 .foreign_keys(true)
         });
     Database::connect(options).await
+}
+
+/// Connects with `settings` and applies pending migrations: what every command starts with.
+pub async fn open(settings: &crate::settings::Settings) -> anyhow::Result<DatabaseConnection> {
+    let database = connect(settings.database_url.expose_secret())
+        .await
+        .with_context(|| format!("cannot open the database {}", settings.database_for_log()))?;
+    migrate(&database).await.context("migrations failed")?;
+    Ok(database)
 }
 
 /// Applies pending migrations.

@@ -3,12 +3,12 @@ use std::{io::IsTerminal, process::ExitCode};
 use admit::{
     db,
     graphql::schema_sdl,
-    settings::{Cli, Command},
+    mail::admin,
+    settings::{Cli, Command, MailCommand},
     startup::{Application, shutdown_signal},
 };
 use anyhow::Context as _;
 use clap::Parser;
-use secrecy::ExposeSecret;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -41,13 +41,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             settings.check()?;
-            let database = db::connect(settings.database_url.expose_secret())
-                .await
-                .with_context(|| {
-                    format!("cannot open the database {}", settings.database_for_log())
-                })?;
-            db::migrate(&database).await.context("migrations failed")?;
+            db::open(&settings).await?;
             tracing::info!(database = %settings.database_for_log(), "migrations applied");
+            Ok(())
+        }
+        Command::Mail { command } => {
+            let database = db::open(&settings).await?;
+            match command {
+                MailCommand::Status => {
+                    let status = admin::status(&database).await?;
+                    println!(
+                        "pending: {}\ndead: {}\nsent: {}",
+                        status.pending, status.dead, status.sent
+                    );
+                }
+                MailCommand::Retry { ids, .. } => {
+                    let revived = admin::retry_dead(&database, &ids).await?;
+                    println!("queued again: {revived}");
+                }
+            }
             Ok(())
         }
         Command::ExportSchema { out } => {

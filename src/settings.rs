@@ -28,11 +28,32 @@ pub enum Command {
     Serve,
     /// Apply pending migrations and exit.
     Migrate,
+    /// Inspect or retry outgoing mail.
+    Mail {
+        /// What to do with the outbox.
+        #[command(subcommand)]
+        command: MailCommand,
+    },
     /// Print the GraphQL schema (SDL), or write it to a file.
     ExportSchema {
         /// Write to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+/// The `admit mail` commands.
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// Count pending, dead and sent messages.
+    Status,
+    /// Queue dead messages again with a fresh set of attempts.
+    Retry {
+        /// Every dead message.
+        #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+        all: bool,
+        /// Only these messages (outbox ids, as logged).
+        ids: Vec<uuid::Uuid>,
     },
 }
 
@@ -91,6 +112,20 @@ pub struct Settings {
     #[arg(long, env = "ADMIT_MAIL_RETRY_MAX", default_value = "1h", value_parser = duration, global = true)]
     pub mail_retry_max: Duration,
 
+    /// Attempts to send one message before it is marked dead (see `admit mail retry`).
+    #[arg(
+        long,
+        env = "ADMIT_MAIL_MAX_ATTEMPTS",
+        default_value_t = 12,
+        global = true
+    )]
+    pub mail_max_attempts: u32,
+
+    /// How long a process holds a message it is sending; after a crash, another process (or the
+    /// restarted one) sends it once this has passed. Must exceed the SMTP timeout.
+    #[arg(long, env = "ADMIT_MAIL_LEASE", default_value = "60s", value_parser = duration, global = true)]
+    pub mail_lease: Duration,
+
     /// How long a confirmation link stays valid.
     #[arg(long, env = "ADMIT_TOKEN_TTL", default_value = "24h", value_parser = duration, global = true)]
     pub token_ttl: Duration,
@@ -135,6 +170,12 @@ pub enum SettingsError {
         /// The maximum given.
         max: usize,
     },
+    /// A claim on a message could run out while it is still being sent.
+    #[error("ADMIT_MAIL_LEASE must be longer than ADMIT_SMTP_TIMEOUT")]
+    MailLease,
+    /// No attempt at all would be made.
+    #[error("ADMIT_MAIL_MAX_ATTEMPTS must be at least 1")]
+    MailAttempts,
     /// The token lifetime is zero.
     #[error("ADMIT_TOKEN_TTL must be longer than zero")]
     TokenTtl,
@@ -153,6 +194,12 @@ impl Settings {
                 min: self.password_min_length,
                 max: self.password_max_length,
             });
+        }
+        if self.mail_lease <= self.smtp_timeout {
+            return Err(SettingsError::MailLease);
+        }
+        if self.mail_max_attempts == 0 {
+            return Err(SettingsError::MailAttempts);
         }
         if self.token_ttl.is_zero() {
             return Err(SettingsError::TokenTtl);

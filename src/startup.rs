@@ -4,13 +4,12 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use chrono::TimeDelta;
-use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::watch};
 use url::Url;
 
 use crate::{
     db,
-    mail::{Dispatcher, OutboxSignal, RetryPolicy, Transport},
+    mail::{DeliveryPolicy, Dispatcher, OutboxSignal, Transport},
     services::PasswordHasher,
     settings::Settings,
     state::AppState,
@@ -28,10 +27,7 @@ impl Application {
     /// everything together.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.check()?;
-        let database = db::connect(settings.database_url.expose_secret())
-            .await
-            .with_context(|| format!("cannot open the database {}", settings.database_for_log()))?;
-        db::migrate(&database).await.context("migrations failed")?;
+        let database = db::open(&settings).await?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -55,9 +51,11 @@ impl Application {
             transport,
             settings.mail_from.clone(),
             outbox.clone(),
-            RetryPolicy {
+            DeliveryPolicy {
                 base: settings.mail_retry_base,
                 max: settings.mail_retry_max,
+                max_attempts: settings.mail_max_attempts,
+                lease: settings.mail_lease,
             },
         );
         let state = AppState {

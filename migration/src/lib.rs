@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_create_users;
 mod m20261122_000002_create_verification_tokens;
 mod m20261122_000003_create_outbox_messages;
+mod m20261122_000004_add_dead_at_to_outbox_messages;
 
 /// Every migration of admit, in the order they apply.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_users::Migration),
             Box::new(m20261122_000002_create_verification_tokens::Migration),
             Box::new(m20261122_000003_create_outbox_messages::Migration),
+            Box::new(m20261122_000004_add_dead_at_to_outbox_messages::Migration),
         ]
     }
 }

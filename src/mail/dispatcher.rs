@@ -17,19 +17,21 @@ use super::{OutboxSignal, Transport};
 const BATCH: u64 = 16;
 /// How often the outbox is checked when nothing wakes the dispatcher (retries come due this way).
 const POLL: Duration = Duration::from_secs(1);
-/// How long a claim on a message lasts; a process that dies mid-send loses it after this.
-const LEASE: Duration = Duration::from_secs(300);
-
-/// When to try again after a failed send: exponential backoff with jitter, capped.
+/// How hard to try: exponential backoff with jitter, capped, for a bounded number of attempts.
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
+pub struct DeliveryPolicy {
     /// Delay after the first failure.
     pub base: Duration,
     /// Longest delay.
     pub max: Duration,
+    /// Attempts after which a message is marked dead.
+    pub max_attempts: u32,
+    /// How long a claim on a message lasts: a process that dies mid-send loses it after this,
+    /// and another process sends the message.
+    pub lease: Duration,
 }
 
-impl RetryPolicy {
+impl DeliveryPolicy {
     /// Delay after the `failures`-th failed attempt: base · 2^(failures−1), capped, less up to a
     /// fifth at random so that messages that failed together do not retry in lockstep.
     pub fn delay(&self, failures: u32) -> Duration {
@@ -50,7 +52,7 @@ pub struct Dispatcher {
     transport: Transport,
     from: Mailbox,
     signal: OutboxSignal,
-    retry: RetryPolicy,
+    policy: DeliveryPolicy,
 }
 
 impl Dispatcher {
@@ -60,14 +62,14 @@ impl Dispatcher {
         transport: Transport,
         from: Mailbox,
         signal: OutboxSignal,
-        retry: RetryPolicy,
+        policy: DeliveryPolicy,
     ) -> Self {
         Self {
             db,
             transport,
             from,
             signal,
-            retry,
+            policy,
         }
     }
 
@@ -96,6 +98,7 @@ impl Dispatcher {
         let now = crate::db::now();
         let due = outbox_messages::Entity::find()
             .filter(Column::SentAt.is_null())
+            .filter(Column::DeadAt.is_null())
             .filter(Column::NextAttemptAt.lte(now))
             .filter(unclaimed(now))
             .order_by_asc(Column::NextAttemptAt)
@@ -119,9 +122,10 @@ impl Dispatcher {
     async fn claim(&self, message: &outbox_messages::Model) -> Result<bool, DbErr> {
         let now = crate::db::now();
         let result = outbox_messages::Entity::update_many()
-            .col_expr(Column::LockedUntil, Expr::value(now + LEASE))
+            .col_expr(Column::LockedUntil, Expr::value(now + self.policy.lease))
             .filter(Column::Id.eq(message.id))
             .filter(Column::SentAt.is_null())
+            .filter(Column::DeadAt.is_null())
             .filter(unclaimed(now))
             .exec(&self.db)
             .await?;
@@ -155,12 +159,16 @@ impl Dispatcher {
                 update.html_body = Set(None);
             }
             Err(error) => {
-                let delay = self
-                    .retry
-                    .delay(u32::try_from(attempts).unwrap_or(u32::MAX));
-                tracing::warn!(message_id = %message.id, attempts, retry_in = ?delay, %error, "mail not sent");
+                let failures = u32::try_from(attempts).unwrap_or(u32::MAX);
+                if failures >= self.policy.max_attempts {
+                    tracing::error!(message_id = %message.id, attempts, %error, "mail dead after its last attempt; `admit mail retry` sends it again");
+                    update.dead_at = Set(Some(now));
+                } else {
+                    let delay = self.policy.delay(failures);
+                    tracing::warn!(message_id = %message.id, attempts, retry_in = ?delay, %error, "mail not sent");
+                    update.next_attempt_at = Set(now + delay);
+                }
                 update.last_error = Set(Some(error));
-                update.next_attempt_at = Set(now + delay);
             }
         }
         outbox_messages::Entity::update(update)
@@ -201,9 +209,11 @@ mod tests {
 
     #[test]
     fn retry_delays_double_and_are_capped() {
-        let policy = RetryPolicy {
+        let policy = DeliveryPolicy {
             base: Duration::from_secs(10),
             max: Duration::from_secs(60),
+            max_attempts: 5,
+            lease: Duration::from_secs(60),
         };
         let first = policy.delay(1);
         assert!(first <= Duration::from_secs(10) && first >= Duration::from_secs(8));

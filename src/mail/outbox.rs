@@ -44,6 +44,7 @@ pub async fn enqueue<C: ConnectionTrait>(
         sent_at: Set(None),
         last_error: Set(None),
         created_at: Set(now),
+        dead_at: Set(None),
     };
     outbox_messages::Entity::insert(row)
         .exec_without_returning(db)

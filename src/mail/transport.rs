@@ -6,12 +6,18 @@ use lettre::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-/// Where messages go: a real SMTP server, or `.eml` files in a folder for local development.
+/// Where messages go, and how long one hand-over may take.
 #[derive(Clone)]
-pub enum Transport {
+pub struct Transport {
+    kind: Kind,
+    timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Kind {
     /// lettre's pooled async SMTP transport.
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    /// One `.eml` file per message.
+    /// One `.eml` file per message, for local development.
     Files(PathBuf),
 }
 
@@ -21,13 +27,14 @@ pub enum Transport {
 pub struct SendError(String);
 
 impl Transport {
-    /// SMTP at `url` when given, otherwise files in `mail_dir` (created if missing).
+    /// SMTP at `url` when given, otherwise files in `mail_dir` (created if missing). No send
+    /// takes longer than `timeout`.
     pub fn new(
         url: Option<&SecretString>,
         mail_dir: PathBuf,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        match url {
+        let kind = match url {
             Some(url) => {
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
                     // lettre's URL errors do not echo the URL, so no credentials leak here.
@@ -35,26 +42,39 @@ impl Transport {
                     .timeout(Some(timeout))
                     .pool_config(PoolConfig::new().max_size(4))
                     .build();
-                Ok(Self::Smtp(transport))
+                Kind::Smtp(transport)
             }
             None => {
                 std::fs::create_dir_all(&mail_dir).map_err(|err| {
                     anyhow::anyhow!("cannot create mail folder {}: {err}", mail_dir.display())
                 })?;
-                Ok(Self::Files(mail_dir))
+                Kind::Files(mail_dir)
             }
-        }
+        };
+        Ok(Self { kind, timeout })
     }
 
     /// Hands `message` over; `Ok` means the server (or the file system) accepted it.
     pub async fn send(&self, message: Message) -> Result<String, SendError> {
-        match self {
-            Self::Smtp(smtp) => smtp
+        // lettre's own timeout covers reads and writes, not a server that accepts the
+        // connection and never greets: bound the whole conversation.
+        match tokio::time::timeout(self.timeout, self.send_unbounded(message)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(SendError(format!(
+                "timed out after {}",
+                humantime::format_duration(self.timeout)
+            ))),
+        }
+    }
+
+    async fn send_unbounded(&self, message: Message) -> Result<String, SendError> {
+        match &self.kind {
+            Kind::Smtp(smtp) => smtp
                 .send(message)
                 .await
                 .map(|response| format!("SMTP {}", response.code()))
                 .map_err(|err| SendError(format!("SMTP: {err}"))),
-            Self::Files(dir) => AsyncFileTransport::<Tokio1Executor>::new(dir)
+            Kind::Files(dir) => AsyncFileTransport::<Tokio1Executor>::new(dir)
                 .send(message)
                 .await
                 .map(|id| format!("written to {}", dir.join(format!("{id}.eml")).display()))

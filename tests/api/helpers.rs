@@ -106,6 +106,7 @@ impl Drop for TestDatabase {
 /// A running admit with everything it talks to.
 pub struct TestApp {
     pub address: SocketAddr,
+    pub database_url: String,
     pub db: DatabaseConnection,
     pub smtp: SmtpServer,
     pub http: reqwest::Client,
@@ -135,23 +136,23 @@ impl TestApp {
 
     async fn start(backend: Backend, smtp: SmtpServer, smtp_url: String, extra: &[&str]) -> Self {
         let database = TestDatabase::create(backend).await;
-        let mut args = vec![
-            "admit",
-            "--database-url",
-            &database.url,
-            "--listen",
-            "127.0.0.1:0",
-            "--smtp-url",
-            &smtp_url,
-            "--mail-from",
-            "admit <no-reply@admit.test>",
-            "--mail-retry-base",
-            "200ms",
-            "--mail-retry-max",
-            "1s",
-            "--smtp-timeout",
-            "5s",
+        let defaults = [
+            ("--database-url", database.url.as_str()),
+            ("--listen", "127.0.0.1:0"),
+            ("--smtp-url", smtp_url.as_str()),
+            ("--mail-from", "admit <no-reply@admit.test>"),
+            ("--mail-retry-base", "200ms"),
+            ("--mail-retry-max", "1s"),
+            ("--smtp-timeout", "5s"),
+            ("--mail-lease", "10s"),
         ];
+        let mut args = vec!["admit"];
+        for (flag, value) in defaults {
+            // A test's own value for a setting replaces the default.
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
         args.extend_from_slice(extra);
         let settings = Cli::try_parse_from(args).expect("test settings").settings;
         let app = Application::build(settings).await.expect("admit starts");
@@ -163,6 +164,7 @@ impl TestApp {
         }));
         Self {
             address,
+            database_url: database.url.clone(),
             db,
             smtp,
             http: reqwest::Client::builder()

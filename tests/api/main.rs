@@ -2,9 +2,11 @@
 
 mod binary;
 mod confirm;
+mod delivery;
 mod helpers;
 mod http;
 mod pages;
+mod process;
 mod register;
 mod schema;
 mod smtp;

@@ -1,5 +1,6 @@
 //! A small SMTP server on loopback that keeps what it receives. It speaks just enough SMTP for
-//! lettre (EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) and nothing is mocked on admit's side.
+//! lettre (EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) and nothing is mocked on admit's side. It
+//! can also misbehave on demand, as real servers do: refuse, hang, or take its time.
 
 use std::{
     sync::{Arc, Mutex},
@@ -13,6 +14,19 @@ use tokio::{
     sync::Notify,
     task::JoinHandle,
 };
+
+/// How the server treats the next conversations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Takes every message.
+    Accept,
+    /// Answers `MAIL FROM` with this reply code (4xx temporary, 5xx permanent).
+    Refuse(u16),
+    /// Accepts the connection and never says a word.
+    Hang,
+    /// Takes the message, but waits this long before confirming it.
+    SlowData(Duration),
+}
 
 /// A message as the server received it.
 #[derive(Debug, Clone)]
@@ -75,9 +89,16 @@ impl ReceivedMail {
 /// The server; it stops when dropped.
 pub struct SmtpServer {
     port: u16,
-    inbox: Arc<Mutex<Vec<ReceivedMail>>>,
-    arrived: Arc<Notify>,
+    shared: Arc<Shared>,
     task: JoinHandle<()>,
+}
+
+struct Shared {
+    inbox: Mutex<Vec<ReceivedMail>>,
+    arrived: Notify,
+    behaviour: Mutex<Behaviour>,
+    /// Signalled when a message's data has been read and its confirmation is pending.
+    data_read: Notify,
 }
 
 impl SmtpServer {
@@ -97,23 +118,21 @@ impl SmtpServer {
 
     fn serve(listener: TcpListener) -> Self {
         let port = listener.local_addr().expect("local addr").port();
-        let inbox = Arc::new(Mutex::new(Vec::new()));
-        let arrived = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            inbox: Mutex::new(Vec::new()),
+            arrived: Notify::new(),
+            behaviour: Mutex::new(Behaviour::Accept),
+            data_read: Notify::new(),
+        });
         let task = tokio::spawn({
-            let inbox = Arc::clone(&inbox);
-            let arrived = Arc::clone(&arrived);
+            let shared = Arc::clone(&shared);
             async move {
                 while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(session(stream, Arc::clone(&inbox), Arc::clone(&arrived)));
+                    tokio::spawn(session(stream, Arc::clone(&shared)));
                 }
             }
         });
-        Self {
-            port,
-            inbox,
-            arrived,
-            task,
-        }
+        Self { port, shared, task }
     }
 
     /// The URL to give admit as `ADMIT_SMTP_URL`.
@@ -123,14 +142,26 @@ impl SmtpServer {
 
     /// Everything received so far.
     pub fn received(&self) -> Vec<ReceivedMail> {
-        self.inbox.lock().expect("inbox lock").clone()
+        self.shared.inbox.lock().expect("inbox lock").clone()
+    }
+
+    /// Changes how the server treats conversations from now on.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.shared.behaviour.lock().expect("behaviour lock") = behaviour;
+    }
+
+    /// Resolves when a message has been read but not yet confirmed (with `SlowData`).
+    pub async fn data_read(&self) {
+        tokio::time::timeout(Duration::from_secs(20), self.shared.data_read.notified())
+            .await
+            .expect("a message reaches the DATA stage");
     }
 
     /// Waits (up to 20 s) until at least `count` messages have arrived, and returns them all.
     pub async fn wait_for(&self, count: usize) -> Vec<ReceivedMail> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let notified = self.arrived.notified();
+            let notified = self.shared.arrived.notified();
             let received = self.received();
             if received.len() >= count {
                 return received;
@@ -154,9 +185,17 @@ impl Drop for SmtpServer {
     }
 }
 
-async fn session(stream: TcpStream, inbox: Arc<Mutex<Vec<ReceivedMail>>>, arrived: Arc<Notify>) {
+async fn session(stream: TcpStream, shared: Arc<Shared>) {
+    // Read at each step, not once per connection: lettre keeps connections in a pool.
+    let behaviour = || *shared.behaviour.lock().expect("behaviour lock");
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
+    if behaviour() == Behaviour::Hang {
+        // Hold the connection open without a greeting until the client gives up.
+        let mut sink = String::new();
+        while matches!(lines.read_line(&mut sink).await, Ok(n) if n > 0) {}
+        return;
+    }
     let mut recipients = Vec::new();
     if write.write_all(b"220 test-smtp ESMTP\r\n").await.is_err() {
         return;
@@ -169,9 +208,18 @@ async fn session(stream: TcpStream, inbox: Arc<Mutex<Vec<ReceivedMail>>>, arrive
             Ok(_) => {}
         }
         let command = line.trim_end().to_ascii_uppercase();
+        let refusal;
         let reply: &[u8] = if command.starts_with("EHLO") {
             b"250-test-smtp\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
-        } else if command.starts_with("HELO") || command.starts_with("MAIL FROM") {
+        } else if command.starts_with("MAIL FROM") {
+            match behaviour() {
+                Behaviour::Refuse(code) => {
+                    refusal = format!("{code} refused by the test server\r\n");
+                    refusal.as_bytes()
+                }
+                _ => b"250 OK\r\n",
+            }
+        } else if command.starts_with("HELO") {
             b"250 OK\r\n"
         } else if command.starts_with("RCPT TO") {
             let address = line.trim_end()[8..].trim().trim_start_matches('<');
@@ -198,11 +246,15 @@ async fn session(stream: TcpStream, inbox: Arc<Mutex<Vec<ReceivedMail>>>, arrive
                 let unstuffed = line.strip_prefix('.').unwrap_or(&line);
                 data.extend_from_slice(unstuffed.as_bytes());
             }
-            inbox.lock().expect("inbox lock").push(ReceivedMail {
+            if let Behaviour::SlowData(delay) = behaviour() {
+                shared.data_read.notify_waiters();
+                tokio::time::sleep(delay).await;
+            }
+            shared.inbox.lock().expect("inbox lock").push(ReceivedMail {
                 recipients: std::mem::take(&mut recipients),
                 data,
             });
-            arrived.notify_waiters();
+            shared.arrived.notify_waiters();
             b"250 OK queued\r\n"
         } else if command == "RSET" {
             recipients.clear();

@@ -1,0 +1,150 @@
+//! The real `admit` binary as a child process, for what only a process can show: start-up on
+//! defaults, SIGTERM, `kill -9`, and several instances sharing one database.
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::mpsc,
+};
+
+/// `admit` with a clean environment (none of the developer's settings leak in) in `dir`.
+pub fn admit_command(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_admit"));
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .kill_on_drop(true);
+    command
+}
+
+/// A running `admit serve`.
+pub struct AdmitProcess {
+    child: Child,
+    log: mpsc::UnboundedReceiver<String>,
+    lines: Vec<String>,
+    /// `host:port` it listens on.
+    pub listen: String,
+    http: reqwest::Client,
+}
+
+impl AdmitProcess {
+    /// Starts `admit` in `dir` on a free port with `env`, and waits until it serves.
+    pub async fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = admit_command(dir);
+        command
+            .env("ADMIT_LISTEN", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start admit");
+        let stderr = child.stderr.take().expect("stderr");
+        let (send, log) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = Self {
+            child,
+            log,
+            lines: Vec::new(),
+            listen: String::new(),
+            http: reqwest::Client::new(),
+        };
+        let line = process.wait_for_line("admit is serving").await;
+        process.listen = line
+            .split("listen=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the start-up line names the address")
+            .to_owned();
+        process
+    }
+
+    /// Waits (up to 30 s) for a log line containing `needle`, and returns it.
+    pub async fn wait_for_line(&mut self, needle: &str) -> String {
+        if let Some(line) = self.lines.iter().find(|line| line.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(deadline, self.log.recv()).await {
+                Ok(Some(line)) => {
+                    self.lines.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                _ => panic!(
+                    "no log line with {needle:?}; got:\n{}",
+                    self.lines.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything logged so far.
+    pub async fn log(&mut self) -> String {
+        while let Ok(Some(line)) =
+            tokio::time::timeout(Duration::from_millis(100), self.log.recv()).await
+        {
+            self.lines.push(line);
+        }
+        self.lines.join("\n")
+    }
+
+    /// POSTs a GraphQL request; `None` when the process did not answer (e.g. it was killed).
+    pub async fn graphql(&self, query: &str, variables: Value) -> Option<Value> {
+        let response = self
+            .http
+            .post(format!("http://{}/graphql", self.listen))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    }
+
+    /// `register` for `email` with the test password; whether it was accepted.
+    pub async fn register(&self, email: &str) -> bool {
+        let body = self
+            .graphql(
+                "mutation($input: RegisterInput!) { register(input: $input) { accepted } }",
+                json!({ "input": { "email": email, "password": crate::helpers::PASSWORD } }),
+            )
+            .await;
+        body.is_some_and(|body| body["data"]["register"]["accepted"] == true)
+    }
+
+    async fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("still running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .await;
+        assert!(status.expect("kill runs").success());
+    }
+
+    /// Sends SIGTERM and waits (up to 30 s) for the exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        self.signal("-TERM").await;
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("admit exits after SIGTERM")
+            .expect("wait");
+        status.code()
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub async fn kill(&self) {
+        self.signal("-KILL").await;
+    }
+}
