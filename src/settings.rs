@@ -130,6 +130,19 @@ pub struct Settings {
     #[arg(long, env = "ADMIT_TOKEN_TTL", default_value = "24h", value_parser = duration, global = true)]
     pub token_ttl: Duration,
 
+    /// Least time between two account emails (confirmation links, notices) to one address.
+    #[arg(long, env = "ADMIT_RESEND_COOLDOWN", default_value = "60s", value_parser = duration, global = true)]
+    pub resend_cooldown: Duration,
+
+    /// Most account emails to one address in an hour.
+    #[arg(
+        long,
+        env = "ADMIT_RESEND_HOURLY_LIMIT",
+        default_value_t = 5,
+        global = true
+    )]
+    pub resend_hourly_limit: u32,
+
     /// Fewest characters (Unicode code points) a password may have.
     #[arg(
         long,
@@ -176,6 +189,9 @@ pub enum SettingsError {
     /// No attempt at all would be made.
     #[error("ADMIT_MAIL_MAX_ATTEMPTS must be at least 1")]
     MailAttempts,
+    /// No account email could ever be sent.
+    #[error("ADMIT_RESEND_HOURLY_LIMIT must be at least 1")]
+    HourlyLimit,
     /// The token lifetime is zero.
     #[error("ADMIT_TOKEN_TTL must be longer than zero")]
     TokenTtl,
@@ -200,6 +216,9 @@ impl Settings {
         }
         if self.mail_max_attempts == 0 {
             return Err(SettingsError::MailAttempts);
+        }
+        if self.resend_hourly_limit == 0 {
+            return Err(SettingsError::HourlyLimit);
         }
         if self.token_ttl.is_zero() {
             return Err(SettingsError::TokenTtl);

@@ -7,6 +7,8 @@ mod m20261122_000001_create_users;
 mod m20261122_000002_create_verification_tokens;
 mod m20261122_000003_create_outbox_messages;
 mod m20261122_000004_add_dead_at_to_outbox_messages;
+mod m20261122_000005_add_superseded_at_to_verification_tokens;
+mod m20261122_000006_create_mail_throttles;
 
 /// Every migration of admit, in the order they apply.
 pub struct Migrator;
@@ -19,6 +21,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_create_verification_tokens::Migration),
             Box::new(m20261122_000003_create_outbox_messages::Migration),
             Box::new(m20261122_000004_add_dead_at_to_outbox_messages::Migration),
+            Box::new(m20261122_000005_add_superseded_at_to_verification_tokens::Migration),
+            Box::new(m20261122_000006_create_mail_throttles::Migration),
         ]
     }
 }

@@ -4,10 +4,16 @@
 use async_graphql::{Context, ErrorExtensions};
 use entity::users;
 
-use super::types::{ConfirmAccountPayload, ErrorCode, RegisterPayload, UserError};
+use super::types::{
+    Acceptance, ConfirmAccountPayload, ErrorCode, RegisterPayload, ResendConfirmationPayload,
+    UserError,
+};
 use crate::{
     domain::{DisplayNameError, EmailError, PasswordError},
-    services::accounts::{ConfirmError, RegisterError},
+    services::{
+        accounts::{ConfirmError, RegisterError, ResendError},
+        throttle::RateLimited,
+    },
     state::AppState,
 };
 
@@ -25,12 +31,13 @@ fn field_error(field: &[&str], code: ErrorCode, message: String) -> UserError {
 
 impl From<EmailError> for UserError {
     fn from(err: EmailError) -> Self {
-        field_error(
-            &["input", "email"],
-            ErrorCode::InvalidEmail,
-            err.to_string(),
-        )
+        invalid_email(&["input", "email"], err)
     }
+}
+
+/// An unusable email address in the argument at `field`.
+pub(super) fn invalid_email(field: &[&str], err: EmailError) -> UserError {
+    field_error(field, ErrorCode::InvalidEmail, err.to_string())
 }
 
 impl From<PasswordError> for UserError {
@@ -58,8 +65,37 @@ pub(super) fn register_payload(
     outcome: Result<(), RegisterError>,
 ) -> async_graphql::Result<RegisterPayload> {
     match outcome {
-        Ok(()) => Ok(RegisterPayload::ok()),
+        Ok(()) => Ok(Acceptance::ok().into()),
+        Err(RegisterError::RateLimited(limited)) => {
+            Ok(rate_limited(&["input", "email"], limited).into())
+        }
         Err(RegisterError::Internal(err)) => Err(internal(ctx, &err)),
+    }
+}
+
+pub(super) fn resend_confirmation_payload(
+    ctx: &Context<'_>,
+    outcome: Result<(), ResendError>,
+) -> async_graphql::Result<ResendConfirmationPayload> {
+    match outcome {
+        Ok(()) => Ok(Acceptance::ok().into()),
+        Err(ResendError::RateLimited(limited)) => Ok(rate_limited(&["email"], limited).into()),
+        Err(ResendError::Internal(err)) => Err(internal(ctx, &err)),
+    }
+}
+
+fn rate_limited(field: &[&str], limited: RateLimited) -> Acceptance {
+    let seconds = u32::try_from(limited.retry_after.as_secs()).unwrap_or(u32::MAX);
+    Acceptance {
+        accepted: false,
+        retry_after_seconds: Some(seconds),
+        user_errors: vec![field_error(
+            field,
+            ErrorCode::RateLimited,
+            format!(
+                "Too many emails were requested for this address. Try again in {seconds} seconds."
+            ),
+        )],
     }
 }
 
@@ -78,6 +114,12 @@ pub(super) fn confirm_account_payload(
             &["token"],
             ErrorCode::TokenInvalid,
             "This confirmation link is not valid. Open the link from your most recent email."
+                .to_owned(),
+        ),
+        Err(ConfirmError::SupersededToken) => field_error(
+            &["token"],
+            ErrorCode::TokenSuperseded,
+            "A newer confirmation link was sent to you. Open the link from the most recent email."
                 .to_owned(),
         ),
         Err(ConfirmError::ExpiredToken) => field_error(

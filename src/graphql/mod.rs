@@ -6,9 +6,16 @@ mod types;
 
 use async_graphql::{Context, EmptySubscription, Object, Schema};
 
-use crate::{domain::ConfirmationToken, services::accounts, state::AppState};
+use crate::{
+    domain::{ConfirmationToken, EmailAddress},
+    services::accounts,
+    state::AppState,
+};
 pub use errors::RequestId;
-use types::{ConfirmAccountPayload, PasswordPolicy, RegisterInput, RegisterPayload};
+use types::{
+    Acceptance, ConfirmAccountPayload, PasswordPolicy, RegisterInput, RegisterPayload,
+    ResendConfirmationPayload,
+};
 
 /// The admit schema.
 pub type AdmitSchema = Schema<Query, Mutation, EmptySubscription>;
@@ -69,10 +76,30 @@ impl Mutation {
         let state = errors::app_state(ctx)?;
         let account = match input.parse(state.settings.password_policy()) {
             Ok(account) => account,
-            Err(user_errors) => return Ok(RegisterPayload::invalid(user_errors)),
+            Err(user_errors) => return Ok(Acceptance::invalid(user_errors).into()),
         };
         let outcome = accounts::register(state, account).await;
         errors::register_payload(ctx, outcome)
+    }
+
+    /// Sends a new confirmation link to an address whose account is not confirmed yet; earlier
+    /// links then answer `TOKEN_SUPERSEDED`. The answer is the same for every address.
+    #[graphql(complexity = "MUTATION_COST")]
+    async fn resend_confirmation(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The address the account was registered with.")] email: String,
+    ) -> async_graphql::Result<ResendConfirmationPayload> {
+        let state = errors::app_state(ctx)?;
+        let email = match EmailAddress::parse(&email) {
+            Ok(email) => email,
+            Err(err) => {
+                let error = errors::invalid_email(&["email"], err);
+                return Ok(Acceptance::invalid(vec![error]).into());
+            }
+        };
+        let outcome = accounts::resend_confirmation(state, email).await;
+        errors::resend_confirmation_payload(ctx, outcome)
     }
 
     /// Confirms the account a link's token was issued for, and returns it. Submitting the same

@@ -81,17 +81,40 @@ impl RegisterInput {
 /// The outcome of `register`.
 #[derive(Debug, SimpleObject)]
 pub struct RegisterPayload {
-    /// True when the sign-up was taken and a confirmation email is on its way (if the address
-    /// can have a new account). False when `userErrors` says what to fix.
+    /// True when the sign-up was taken and an email is on its way. False when `userErrors` says
+    /// what to fix or how long to wait.
     pub accepted: bool,
+    /// With `RATE_LIMITED`: seconds to wait before trying again.
+    pub retry_after_seconds: Option<u32>,
     /// Problems with the input, one per problem; empty when accepted.
     pub user_errors: Vec<UserError>,
 }
 
-impl RegisterPayload {
+/// The outcome of `resendConfirmation`.
+#[derive(Debug, SimpleObject)]
+pub struct ResendConfirmationPayload {
+    /// True when the request was taken: if the address has an unconfirmed account, a new link
+    /// is on its way and earlier links no longer work. The answer is the same for addresses
+    /// without an account or already confirmed, which get no email.
+    pub accepted: bool,
+    /// With `RATE_LIMITED`: seconds to wait before asking again.
+    pub retry_after_seconds: Option<u32>,
+    /// Why the request was not taken; empty when accepted.
+    pub user_errors: Vec<UserError>,
+}
+
+/// What `register` and `resendConfirmation` answer, before it takes the shape of either payload.
+pub(super) struct Acceptance {
+    pub accepted: bool,
+    pub retry_after_seconds: Option<u32>,
+    pub user_errors: Vec<UserError>,
+}
+
+impl Acceptance {
     pub(super) fn ok() -> Self {
         Self {
             accepted: true,
+            retry_after_seconds: None,
             user_errors: Vec::new(),
         }
     }
@@ -99,7 +122,28 @@ impl RegisterPayload {
     pub(super) fn invalid(user_errors: Vec<UserError>) -> Self {
         Self {
             accepted: false,
+            retry_after_seconds: None,
             user_errors,
+        }
+    }
+}
+
+impl From<Acceptance> for RegisterPayload {
+    fn from(acceptance: Acceptance) -> Self {
+        Self {
+            accepted: acceptance.accepted,
+            retry_after_seconds: acceptance.retry_after_seconds,
+            user_errors: acceptance.user_errors,
+        }
+    }
+}
+
+impl From<Acceptance> for ResendConfirmationPayload {
+    fn from(acceptance: Acceptance) -> Self {
+        Self {
+            accepted: acceptance.accepted,
+            retry_after_seconds: acceptance.retry_after_seconds,
+            user_errors: acceptance.user_errors,
         }
     }
 }
@@ -139,6 +183,10 @@ pub enum ErrorCode {
     TokenInvalid,
     /// The token was valid but its lifetime is over.
     TokenExpired,
+    /// A newer link was sent since; only the newest one works.
+    TokenSuperseded,
+    /// Too many emails were requested for this address; see `retryAfterSeconds`.
+    RateLimited,
 }
 
 /// The password rule, for forms to show.

@@ -41,6 +41,25 @@ pub fn confirmation_email(name: Option<&str>, link: &str, valid_for: Duration) -
     }
 }
 
+/// The notice sent when someone signs up with an address whose account is already confirmed:
+/// the owner learns of it, and nobody else learns anything from the API's answer.
+pub fn signup_attempt_notice(name: Option<&str>) -> OutgoingEmail {
+    let greeting = name.map_or_else(|| "Hello,".to_owned(), |name| format!("Hello {name},"));
+    let body = "Someone just tried to sign up with this email address, which already has a \
+                confirmed account. If it was you, sign in with your password, or reset it if \
+                you forgot it. If it was not you, you can ignore this email: nothing about your \
+                account has changed.";
+    OutgoingEmail {
+        subject: "Someone tried to sign up with your address".to_owned(),
+        text: format!("{greeting}\n\n{body}\n"),
+        html: format!(
+            "<!doctype html><html><body style=\"font-family:sans-serif;line-height:1.5;color:#1f2328\">\
+             <p>{}</p><p>{body}</p></body></html>",
+            escape_html(&greeting)
+        ),
+    }
+}
+
 /// "24 hours", "30 minutes": a lifetime in the words of the email.
 fn describe(duration: Duration) -> String {
     let secs = duration.as_secs();

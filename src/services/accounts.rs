@@ -1,13 +1,15 @@
-//! Registration and account confirmation.
+//! Registration, confirmation and resending the confirmation link.
 
 use entity::{users, verification_tokens};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, SqlErr, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
+    QuerySelect, SqlErr, TransactionTrait, sea_query::Expr,
 };
 use uuid::Uuid;
 
+use super::throttle::{self, RateLimited, ThrottlePolicy};
 use crate::{
-    db::begin_write,
+    db::{begin_write, now},
     domain::{ConfirmationToken, DisplayName, EmailAddress, Password},
     mail,
     state::AppState,
@@ -27,10 +29,24 @@ pub struct NewAccount {
     pub display_name: Option<DisplayName>,
 }
 
-/// Registration failed for a reason that is not the person's input.
+/// Registration did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
+    /// The address was sent account mail too recently; nothing changed.
+    #[error("too many requests for this address")]
+    RateLimited(RateLimited),
     /// Anything unexpected (database down, no randomness, ...); never shown to clients.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// A new confirmation link was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ResendError {
+    /// The address was sent account mail too recently.
+    #[error("too many requests for this address")]
+    RateLimited(RateLimited),
+    /// Anything unexpected; never shown to clients.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -44,81 +60,126 @@ pub enum ConfirmError {
     /// The token was issued but its lifetime is over.
     #[error("the token has expired")]
     ExpiredToken,
+    /// A newer link was sent since; only the newest one confirms.
+    #[error("the token was superseded by a newer one")]
+    SupersededToken,
     /// Anything unexpected; never shown to clients.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
-impl From<DbErr> for RegisterError {
-    fn from(err: DbErr) -> Self {
-        Self::Internal(err.into())
-    }
+macro_rules! internal_from_db_err {
+    ($($error:ty),*) => {$(
+        impl From<DbErr> for $error {
+            fn from(err: DbErr) -> Self {
+                Self::Internal(err.into())
+            }
+        }
+    )*};
 }
+internal_from_db_err!(RegisterError, ResendError, ConfirmError);
 
-impl From<DbErr> for ConfirmError {
-    fn from(err: DbErr) -> Self {
-        Self::Internal(err.into())
-    }
-}
-
-/// Registers `account` and queues its confirmation email, all in one transaction.
+/// Registers `account`, or renews an unconfirmed one, and queues the email, in one transaction.
 ///
-/// An address that already has an account gets the same outcome and costs the same hashing
-/// work, and nothing is created: the caller cannot tell the two cases apart.
+/// - A new address gets an unconfirmed account and a confirmation link.
+/// - An unconfirmed address gets the new password and display name, a fresh link, and every
+///   earlier link is superseded: whoever controls the inbox and registered last decides, which
+///   defeats pre-registering someone else's address with a password of one's own.
+/// - A confirmed address is left as it is and gets a short notice instead.
+///
+/// The answer is the same in all three cases (and the Argon2 work is done in all three), so it
+/// reveals nothing about which addresses have accounts. The per-address mail limit applies to
+/// all three alike.
 pub async fn register(state: &AppState, account: NewAccount) -> Result<(), RegisterError> {
     let password_hash = state.hasher.hash(account.password).await?;
-    let token =
-        ConfirmationToken::generate().map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
-    let now = crate::db::now();
-    let user_id = Uuid::now_v7();
-
-    let email = mail::confirmation_email(
-        account.display_name.as_ref().map(DisplayName::as_str),
-        &state.confirmation_link(&token),
-        state.settings.token_ttl,
-    );
+    let token = new_token()?;
+    let now = now();
+    let display_name = account.display_name.map(String::from);
 
     let txn = begin_write(&state.db).await?;
-    // The email is queued before the user row so that a known address does the same writes as
-    // a new one up to the UNIQUE violation, and its rollback discards them all.
-    let message_id = mail::enqueue(&txn, account.email.deliverable(), email).await?;
+    if let Err(limited) = throttle::take(&txn, account.email.key(), throttle_policy(state)).await? {
+        txn.rollback().await?;
+        return Err(RegisterError::RateLimited(limited));
+    }
     let user = users::ActiveModel {
-        id: Set(user_id),
+        id: Set(Uuid::now_v7()),
         email: Set(account.email.as_str().to_owned()),
         email_key: Set(account.email.key().to_owned()),
-        password_hash: Set(password_hash),
-        display_name: Set(account.display_name.clone().map(String::from)),
+        password_hash: Set(password_hash.clone()),
+        display_name: Set(display_name.clone()),
         created_at: Set(now),
         confirmed_at: Set(None),
     };
-    // Insert and let the UNIQUE index decide: checking first would race with a concurrent sign-up.
-    if let Err(err) = users::Entity::insert(user)
-        .exec_without_returning(&txn)
-        .await
-    {
-        txn.rollback().await?;
-        return if is_duplicate_email(&err) {
-            tracing::info!("registration for an address that already has an account");
-            Ok(())
-        } else {
-            Err(err.into())
-        };
-    }
-    let record = verification_tokens::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        user_id: Set(user_id),
-        purpose: Set(PURPOSE_ACCOUNT_CONFIRMATION.to_owned()),
-        token_hash: Set(token.hash().as_str().to_owned()),
-        created_at: Set(now),
-        expires_at: Set(now + state.token_ttl),
-        consumed_at: Set(None),
+    // Insert and let the UNIQUE index decide (in a savepoint, so that a violation leaves the
+    // transaction usable): checking first would race with a concurrent sign-up.
+    let attempt = txn.begin().await?;
+    let inserted = users::Entity::insert(user)
+        .exec_with_returning(&attempt)
+        .await;
+    let user = match inserted {
+        Ok(user) => {
+            attempt.commit().await?;
+            user
+        }
+        Err(err) if is_duplicate_email(&err) => {
+            attempt.rollback().await?;
+            let existing = users::Entity::find()
+                .filter(users::Column::EmailKey.eq(account.email.key()))
+                .lock_exclusive()
+                .one(&txn)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("a duplicate key without its user"))?;
+            if existing.confirmed_at.is_some() {
+                let notice = mail::signup_attempt_notice(existing.display_name.as_deref());
+                let message_id = mail::enqueue(&txn, account.email.deliverable(), notice).await?;
+                txn.commit().await?;
+                state.outbox.wake();
+                tracing::info!(user_id = %existing.id, %message_id, "sign-up attempt for a confirmed account, notice queued");
+                return Ok(());
+            }
+            users::Entity::update(users::ActiveModel {
+                id: Set(existing.id),
+                email: Set(account.email.as_str().to_owned()),
+                password_hash: Set(password_hash),
+                display_name: Set(display_name),
+                ..Default::default()
+            })
+            .exec(&txn)
+            .await?
+        }
+        Err(err) => return Err(err.into()),
     };
-    verification_tokens::Entity::insert(record)
-        .exec_without_returning(&txn)
-        .await?;
+    let message_id = issue_confirmation(&txn, state, &user, &account.email, &token).await?;
     txn.commit().await?;
     state.outbox.wake();
-    tracing::info!(user_id = %user_id, %message_id, "account registered, confirmation email queued");
+    tracing::info!(user_id = %user.id, %message_id, "confirmation email queued");
+    Ok(())
+}
+
+/// Sends a fresh confirmation link to `email` if it belongs to an unconfirmed account,
+/// superseding earlier links. Unknown and confirmed addresses get the same answer and no mail.
+pub async fn resend_confirmation(state: &AppState, email: EmailAddress) -> Result<(), ResendError> {
+    let token = new_token()?;
+    let txn = begin_write(&state.db).await?;
+    if let Err(limited) = throttle::take(&txn, email.key(), throttle_policy(state)).await? {
+        txn.rollback().await?;
+        return Err(ResendError::RateLimited(limited));
+    }
+    let user = users::Entity::find()
+        .filter(users::Column::EmailKey.eq(email.key()))
+        .lock_exclusive()
+        .one(&txn)
+        .await?;
+    match user {
+        Some(user) if user.confirmed_at.is_none() => {
+            let message_id = issue_confirmation(&txn, state, &user, &email, &token).await?;
+            txn.commit().await?;
+            state.outbox.wake();
+            tracing::info!(user_id = %user.id, %message_id, "confirmation email resent");
+        }
+        // Still committed: the limit counts this request like any other.
+        _ => txn.commit().await?,
+    }
     Ok(())
 }
 
@@ -136,7 +197,10 @@ pub async fn confirm_account(
         .one(&txn)
         .await?
         .ok_or(ConfirmError::InvalidToken)?;
-    let now = crate::db::now();
+    let now = now();
+    if record.superseded_at.is_some() {
+        return Err(ConfirmError::SupersededToken);
+    }
     if record.expires_at <= now {
         return Err(ConfirmError::ExpiredToken);
     }
@@ -163,6 +227,55 @@ pub async fn confirm_account(
         .ok_or(ConfirmError::InvalidToken)?;
     txn.commit().await?;
     Ok(user)
+}
+
+/// Supersedes the user's open confirmation tokens, stores `token` in their place and queues
+/// the email carrying it. Returns the outbox id.
+async fn issue_confirmation(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    user: &users::Model,
+    email: &EmailAddress,
+    token: &ConfirmationToken,
+) -> Result<Uuid, DbErr> {
+    let now = now();
+    verification_tokens::Entity::update_many()
+        .col_expr(verification_tokens::Column::SupersededAt, Expr::value(now))
+        .filter(verification_tokens::Column::UserId.eq(user.id))
+        .filter(verification_tokens::Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
+        .filter(verification_tokens::Column::ConsumedAt.is_null())
+        .filter(verification_tokens::Column::SupersededAt.is_null())
+        .exec(txn)
+        .await?;
+    verification_tokens::Entity::insert(verification_tokens::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user.id),
+        purpose: Set(PURPOSE_ACCOUNT_CONFIRMATION.to_owned()),
+        token_hash: Set(token.hash().as_str().to_owned()),
+        created_at: Set(now),
+        expires_at: Set(now + state.token_ttl),
+        consumed_at: Set(None),
+        superseded_at: Set(None),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    let message = mail::confirmation_email(
+        user.display_name.as_deref(),
+        &state.confirmation_link(token),
+        state.settings.token_ttl,
+    );
+    mail::enqueue(txn, email.deliverable(), message).await
+}
+
+fn new_token() -> anyhow::Result<ConfirmationToken> {
+    ConfirmationToken::generate().map_err(|err| anyhow::anyhow!("no randomness: {err}"))
+}
+
+fn throttle_policy(state: &AppState) -> ThrottlePolicy {
+    ThrottlePolicy {
+        cooldown: state.settings.resend_cooldown,
+        hourly_limit: state.settings.resend_hourly_limit,
+    }
 }
 
 fn is_duplicate_email(err: &DbErr) -> bool {

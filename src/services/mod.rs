@@ -3,5 +3,6 @@
 
 pub mod accounts;
 mod hashing;
+pub mod throttle;
 
 pub use hashing::PasswordHasher;

@@ -109,6 +109,7 @@ async fn confirm_account_rejects_a_token_issued_for_another_purpose(backend: Bac
         created_at: Set(now),
         expires_at: Set(now + chrono::TimeDelta::hours(1)),
         consumed_at: Set(None),
+        superseded_at: Set(None),
     })
     .exec(&app.db)
     .await

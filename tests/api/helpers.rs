@@ -112,6 +112,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    args: Vec<String>,
     // Dropped last: the database outlives the service using it.
     _database: TestDatabase,
 }
@@ -154,25 +155,20 @@ impl TestApp {
             }
         }
         args.extend_from_slice(extra);
-        let settings = Cli::try_parse_from(args).expect("test settings").settings;
-        let app = Application::build(settings).await.expect("admit starts");
-        let address = app.local_addr().expect("bound address");
-        let db = app.state().db.clone();
-        let (stop, stopped) = oneshot::channel();
-        let server = tokio::spawn(app.run(async {
-            let _ = stopped.await;
-        }));
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        let running = Running::launch(&args).await;
         Self {
-            address,
+            address: running.address,
             database_url: database.url.clone(),
-            db,
+            db: running.db,
             smtp,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("HTTP client"),
-            stop: Some(stop),
-            server: Some(server),
+            stop: Some(running.stop),
+            server: Some(running.server),
+            args,
             _database: database,
         }
     }
@@ -207,12 +203,25 @@ impl TestApp {
         let data = self
             .graphql(
                 "mutation Register($input: RegisterInput!) {
-                   register(input: $input) { accepted userErrors { field message code } }
+                   register(input: $input) { accepted retryAfterSeconds userErrors { field message code } }
                  }",
                 json!({ "input": { "email": email, "password": password, "displayName": display_name } }),
             )
             .await;
         data["register"].clone()
+    }
+
+    /// `resendConfirmation` for `email`; returns the payload.
+    pub async fn resend(&self, email: &str) -> Value {
+        let data = self
+            .graphql(
+                "mutation Resend($email: String!) {
+                   resendConfirmation(email: $email) { accepted retryAfterSeconds userErrors { field message code } }
+                 }",
+                json!({ "email": email }),
+            )
+            .await;
+        data["resendConfirmation"].clone()
     }
 
     /// `confirmAccount` with `token`; returns the payload.
@@ -245,6 +254,25 @@ impl TestApp {
         self.smtp.next_mail().await.link()
     }
 
+    /// Stops the service and starts a new one on the same database, SMTP server and settings.
+    pub async fn restart(mut self) -> Self {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+        let running = Running::launch(&self.args).await;
+        self.address = running.address;
+        self.db = running.db;
+        self.stop = Some(running.stop);
+        self.server = Some(running.server);
+        self
+    }
+
     /// Stops the service as a SIGTERM would, and waits until it has.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -255,6 +283,33 @@ impl TestApp {
                 .await
                 .expect("server task")
                 .expect("server ran cleanly");
+        }
+    }
+}
+
+/// An `Application` started in the background.
+struct Running {
+    address: SocketAddr,
+    db: DatabaseConnection,
+    stop: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn launch(args: &[String]) -> Self {
+        let settings = Cli::try_parse_from(args).expect("test settings").settings;
+        let app = Application::build(settings).await.expect("admit starts");
+        let address = app.local_addr().expect("bound address");
+        let db = app.state().db.clone();
+        let (stop, stopped) = oneshot::channel();
+        let server = tokio::spawn(app.run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            db,
+            stop,
+            server,
         }
     }
 }

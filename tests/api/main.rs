@@ -5,6 +5,7 @@ mod confirm;
 mod delivery;
 mod helpers;
 mod http;
+mod lifecycle;
 mod pages;
 mod process;
 mod register;

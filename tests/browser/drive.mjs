@@ -5,7 +5,7 @@ import { chromium } from "playwright-core";
 
 const [url, action, screenshot, size = "1024x768"] = process.argv.slice(2);
 const [width, height] = size.split("x").map(Number);
-const settled = ["confirmed", "invalid", "expired", "missing", "error"];
+const settled = ["confirmed", "invalid", "expired", "superseded", "missing", "error"];
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",

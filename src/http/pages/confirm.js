@@ -43,7 +43,9 @@
           return;
         }
         var code = payload.userErrors.length ? payload.userErrors[0].code : "";
-        if (code === "TOKEN_EXPIRED") {
+        if (code === "TOKEN_SUPERSEDED") {
+          show("superseded", "A newer confirmation email was sent to you. Please use the link in the most recent email.");
+        } else if (code === "TOKEN_EXPIRED") {
           show("expired", "This link has expired, so your account was not confirmed.");
         } else {
           show("invalid", "This link is not valid. Make sure you opened the whole link from your most recent email.");

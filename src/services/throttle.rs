@@ -1,0 +1,90 @@
+//! Per-address limits on account mail (confirmation links and notices), stored in the database
+//! so that they hold across restarts and across instances. They apply to every address alike,
+//! known or not, so that being limited reveals nothing about accounts.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use entity::mail_throttles::{self, Column};
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, QuerySelect, sea_query::OnConflict,
+};
+
+use crate::db::now;
+
+/// The fixed window the hourly limit counts in.
+const WINDOW: TimeDelta = TimeDelta::hours(1);
+
+/// How often one address may be sent account mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Least time between two mails.
+    pub cooldown: Duration,
+    /// Most mails in an hour.
+    pub hourly_limit: u32,
+}
+
+/// Too soon: another mail may go out after `retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    /// How long to wait, rounded up to whole seconds.
+    pub retry_after: Duration,
+}
+
+/// Records one mail to the address with uniqueness key `key` if the policy allows it now.
+///
+/// Call inside the write transaction that queues the mail: the row is locked until it commits
+/// (on SQLite the immediate transaction already serializes writers), so concurrent requests for
+/// one address are decided one after the other, and a rollback forgets the mail.
+pub async fn take<C: ConnectionTrait>(
+    txn: &C,
+    key: &str,
+    policy: ThrottlePolicy,
+) -> Result<Result<(), RateLimited>, DbErr> {
+    let now = now();
+    let fresh = mail_throttles::ActiveModel {
+        email_key: Set(key.to_owned()),
+        window_started_at: Set(now),
+        sent_in_window: Set(0),
+        last_sent_at: Set(None),
+    };
+    mail_throttles::Entity::insert(fresh)
+        .on_conflict(OnConflict::column(Column::EmailKey).do_nothing().to_owned())
+        .exec_without_returning(txn)
+        .await?;
+    let row = mail_throttles::Entity::find_by_id(key.to_owned())
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("mail throttle for {key}")))?;
+
+    let (window_started_at, sent) = if row.window_started_at + WINDOW <= now {
+        (now, 0)
+    } else {
+        (row.window_started_at, row.sent_in_window)
+    };
+    let cooldown = TimeDelta::from_std(policy.cooldown).unwrap_or(TimeDelta::MAX);
+    let mut wait = TimeDelta::zero();
+    if let Some(last) = row.last_sent_at {
+        wait = wait.max(last + cooldown - now);
+    }
+    if i64::from(sent) >= i64::from(policy.hourly_limit) {
+        wait = wait.max(window_started_at + WINDOW - now);
+    }
+    if wait > TimeDelta::zero() {
+        let seconds =
+            u64::try_from(wait.num_seconds()).unwrap_or(0) + u64::from(wait.subsec_nanos() > 0);
+        return Ok(Err(RateLimited {
+            retry_after: Duration::from_secs(seconds.max(1)),
+        }));
+    }
+    mail_throttles::Entity::update(mail_throttles::ActiveModel {
+        email_key: Set(row.email_key),
+        window_started_at: Set(window_started_at),
+        sent_in_window: Set(sent.saturating_add(1)),
+        last_sent_at: Set(Some(now)),
+    })
+    .exec(txn)
+    .await?;
+    Ok(Ok(()))
+}
