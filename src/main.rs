@@ -4,6 +4,7 @@ use admit::{
     db,
     graphql::schema_sdl,
     mail::admin,
+    services::purge,
     settings::{Cli, Command, MailCommand},
     startup::{Application, shutdown_signal},
 };
@@ -60,6 +61,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("queued again: {revived}");
                 }
             }
+            Ok(())
+        }
+        Command::PurgeUnconfirmed => {
+            settings.check()?;
+            let database = db::open(&settings).await?;
+            let report = purge::purge(&database, settings.retention()).await?;
+            println!(
+                "users: {}\ntokens: {}\nthrottles: {}",
+                report.users, report.tokens, report.throttles
+            );
             Ok(())
         }
         Command::ExportSchema { out } => {

@@ -34,6 +34,8 @@ pub enum Command {
         #[command(subcommand)]
         command: MailCommand,
     },
+    /// Remove accounts never confirmed within ADMIT_UNCONFIRMED_TTL, and old tokens, now.
+    PurgeUnconfirmed,
     /// Print the GraphQL schema (SDL), or write it to a file.
     ExportSchema {
         /// Write to this file instead of standard output.
@@ -143,6 +145,15 @@ pub struct Settings {
     )]
     pub resend_hourly_limit: u32,
 
+    /// Accounts not confirmed this long after sign-up are removed; tokens are removed this long
+    /// after they expire.
+    #[arg(long, env = "ADMIT_UNCONFIRMED_TTL", default_value = "7d", value_parser = duration, global = true)]
+    pub unconfirmed_ttl: Duration,
+
+    /// How often `admit serve` purges never-confirmed accounts and old tokens.
+    #[arg(long, env = "ADMIT_PURGE_INTERVAL", default_value = "1h", value_parser = duration, global = true)]
+    pub purge_interval: Duration,
+
     /// Fewest characters (Unicode code points) a password may have.
     #[arg(
         long,
@@ -192,6 +203,9 @@ pub enum SettingsError {
     /// No account email could ever be sent.
     #[error("ADMIT_RESEND_HOURLY_LIMIT must be at least 1")]
     HourlyLimit,
+    /// The purge would spin.
+    #[error("ADMIT_PURGE_INTERVAL must be longer than zero")]
+    PurgeInterval,
     /// The token lifetime is zero.
     #[error("ADMIT_TOKEN_TTL must be longer than zero")]
     TokenTtl,
@@ -220,10 +234,23 @@ impl Settings {
         if self.resend_hourly_limit == 0 {
             return Err(SettingsError::HourlyLimit);
         }
+        if self.purge_interval.is_zero() {
+            return Err(SettingsError::PurgeInterval);
+        }
         if self.token_ttl.is_zero() {
             return Err(SettingsError::TokenTtl);
         }
         Ok(())
+    }
+
+    /// How long never-confirmed accounts and expired tokens are kept.
+    pub fn retention(&self) -> crate::services::purge::Retention {
+        crate::services::purge::Retention {
+            unconfirmed: chrono::TimeDelta::from_std(self.unconfirmed_ttl)
+                .unwrap_or(chrono::TimeDelta::MAX),
+            cooldown: chrono::TimeDelta::from_std(self.resend_cooldown)
+                .unwrap_or(chrono::TimeDelta::MAX),
+        }
     }
 
     /// The password rule in force.

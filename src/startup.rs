@@ -10,7 +10,7 @@ use url::Url;
 use crate::{
     db,
     mail::{DeliveryPolicy, Dispatcher, OutboxSignal, Transport},
-    services::PasswordHasher,
+    services::{PasswordHasher, purge},
     settings::Settings,
     state::AppState,
 };
@@ -91,7 +91,13 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let dispatcher = tokio::spawn(self.dispatcher.run(stop_rx));
+        let dispatcher = tokio::spawn(self.dispatcher.run(stop_rx.clone()));
+        let purger = tokio::spawn(purge::run_periodically(
+            self.state.db.clone(),
+            self.state.settings.retention(),
+            self.state.settings.purge_interval,
+            stop_rx,
+        ));
         let settings = &self.state.settings;
         tracing::info!(
             listen = %self.listener.local_addr()?,
@@ -107,6 +113,7 @@ impl Application {
             .context("the HTTP server failed")?;
         let _ = stop_tx.send(true);
         dispatcher.await.context("the mail dispatcher panicked")?;
+        purger.await.context("the purge job panicked")?;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 mod hashing;
+pub mod purge;
 pub mod throttle;
 
 pub use hashing::PasswordHasher;

@@ -41,10 +41,9 @@ pub async fn take<C: ConnectionTrait>(
     key: &str,
     policy: ThrottlePolicy,
 ) -> Result<Result<(), RateLimited>, DbErr> {
-    let now = now();
     let fresh = mail_throttles::ActiveModel {
         email_key: Set(key.to_owned()),
-        window_started_at: Set(now),
+        window_started_at: Set(now()),
         sent_in_window: Set(0),
         last_sent_at: Set(None),
     };
@@ -57,6 +56,9 @@ pub async fn take<C: ConnectionTrait>(
         .one(txn)
         .await?
         .ok_or_else(|| DbErr::RecordNotFound(format!("mail throttle for {key}")))?;
+    // Read the clock only once the row is ours: a request that waited for the lock must not
+    // judge by a time from before the mail that made it wait.
+    let now = now();
 
     let (window_started_at, sent) = if row.window_started_at + WINDOW <= now {
         (now, 0)

@@ -8,6 +8,7 @@ mod http;
 mod lifecycle;
 mod pages;
 mod process;
+mod purge;
 mod register;
 mod schema;
 mod smtp;

@@ -99,8 +99,8 @@ async fn opening_the_link_confirms_nothing_until_the_person_clicks() {
 }
 
 #[tokio::test]
-async fn the_page_explains_an_invalid_an_expired_and_a_missing_link() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+async fn the_page_explains_an_invalid_a_superseded_an_expired_and_a_missing_link() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &["--resend-cooldown", "0s"]).await;
     let link = app.smtp_link_for("explain@example.com").await;
     let (base, token) = link.split_once("#token=").unwrap();
 
@@ -113,13 +113,19 @@ async fn the_page_explains_an_invalid_an_expired_and_a_missing_link() {
     assert_eq!(missing.state(), "missing");
     assert!(!missing.0["buttonVisible"].as_bool().unwrap());
 
+    assert_eq!(app.resend("explain@example.com").await["accepted"], true);
+    let newest = app.smtp.next_mail().await.link();
+    let superseded = browse(&link, "click", "confirm-superseded", "1024x768").await;
+    assert_eq!(superseded.state(), "superseded", "{}", superseded.message());
+    assert!(superseded.message().contains("most recent email"));
+
     let past = Utc::now().fixed_offset() - chrono::TimeDelta::seconds(1);
     verification_tokens::Entity::update_many()
         .col_expr(verification_tokens::Column::ExpiresAt, Expr::value(past))
         .exec(&app.db)
         .await
         .unwrap();
-    let expired = browse(&link, "click", "confirm-expired", "1024x768").await;
+    let expired = browse(&newest, "click", "confirm-expired", "1024x768").await;
     assert_eq!(expired.state(), "expired", "{}", expired.message());
     assert!(expired.message().contains("expired"));
     assert!(!confirmed(&app).await);

@@ -1,0 +1,98 @@
+//! Removing what is no longer needed: accounts never confirmed, tokens long expired, and idle
+//! mail-limit rows. Confirmed accounts are never touched.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use entity::{mail_throttles, users, verification_tokens};
+use sea_orm::{ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use tokio::sync::watch;
+
+use crate::db::now;
+
+/// What one purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Accounts never confirmed within the allowed time (their tokens went with them).
+    pub users: u64,
+    /// Tokens that expired longer ago than the allowed time.
+    pub tokens: u64,
+    /// Mail-limit rows with nothing left to limit.
+    pub throttles: u64,
+}
+
+/// How long things are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// An account not confirmed this long after sign-up is removed. Tokens are kept this long
+    /// past their expiry, so an old link still answers "expired" (with its way out) rather
+    /// than "invalid".
+    pub unconfirmed: TimeDelta,
+    /// The per-address mail cooldown: a limit row is idle once it and the hour have passed.
+    pub cooldown: TimeDelta,
+}
+
+/// Removes never-confirmed accounts older than the retention, tokens expired longer than it,
+/// and idle mail-limit rows.
+pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<PurgeReport, DbErr> {
+    let now = now();
+    let cutoff = now - retention.unconfirmed;
+    let users = users::Entity::delete_many()
+        .filter(users::Column::ConfirmedAt.is_null())
+        .filter(users::Column::CreatedAt.lt(cutoff))
+        .exec(db)
+        .await?
+        .rows_affected;
+    let tokens = verification_tokens::Entity::delete_many()
+        .filter(verification_tokens::Column::ExpiresAt.lt(cutoff))
+        .exec(db)
+        .await?
+        .rows_affected;
+    let throttles = mail_throttles::Entity::delete_many()
+        .filter(mail_throttles::Column::WindowStartedAt.lt(now - TimeDelta::hours(1)))
+        .filter(
+            Condition::any()
+                .add(mail_throttles::Column::LastSentAt.is_null())
+                .add(mail_throttles::Column::LastSentAt.lt(now - retention.cooldown)),
+        )
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(PurgeReport {
+        users,
+        tokens,
+        throttles,
+    })
+}
+
+/// Purges at start and then every `interval`, until `shutdown` turns true.
+pub async fn run_periodically(
+    db: DatabaseConnection,
+    retention: Retention,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match purge(&db, retention).await {
+            Ok(report) if report != PurgeReport::default() => {
+                tracing::info!(
+                    users = report.users,
+                    tokens = report.tokens,
+                    throttles = report.throttles,
+                    "purged"
+                );
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!(error = %err, "purge failed; retrying at the next interval")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => break,
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}

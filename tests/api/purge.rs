@@ -1,0 +1,167 @@
+//! Never-confirmed accounts and old tokens are purged; confirmed accounts never are.
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use entity::{mail_throttles, users, verification_tokens};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, sea_query::Expr};
+
+use crate::{
+    helpers::{Backend, TestApp, on_both_backends},
+    process::admit_command,
+};
+
+on_both_backends!(
+    purge_unconfirmed_removes_only_accounts_never_confirmed_in_time,
+    the_server_purges_never_confirmed_accounts_periodically,
+);
+
+async fn age_user(app: &TestApp, email_key: &str, by: TimeDelta) {
+    let then = Utc::now().fixed_offset() - by;
+    users::Entity::update_many()
+        .col_expr(users::Column::CreatedAt, Expr::value(then))
+        .filter(users::Column::EmailKey.eq(email_key))
+        .exec(&app.db)
+        .await
+        .unwrap();
+}
+
+async fn emails(app: &TestApp) -> Vec<String> {
+    let mut emails: Vec<String> = users::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|user| user.email)
+        .collect();
+    emails.sort();
+    emails
+}
+
+async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let stale = app.register_and_read_token("stale@example.com").await;
+    let kept = app.register_and_read_token("kept@example.com").await;
+    app.confirm(&kept).await;
+    app.register_and_read_token("fresh@example.com").await;
+    // Eight days ago, past the default week: one never confirmed, one confirmed.
+    age_user(&app, "stale@example.com", TimeDelta::days(8)).await;
+    age_user(&app, "kept@example.com", TimeDelta::days(8)).await;
+    // The confirmed account's token expired nine days ago: past its week of grace. The fresh
+    // account's token expired yesterday: still answers "expired".
+    let now = Utc::now().fixed_offset();
+    let kept_user = users::Entity::find()
+        .filter(users::Column::EmailKey.eq("kept@example.com"))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    verification_tokens::Entity::update_many()
+        .col_expr(
+            verification_tokens::Column::ExpiresAt,
+            Expr::value(now - TimeDelta::days(9)),
+        )
+        .filter(verification_tokens::Column::UserId.eq(kept_user.id))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let fresh_user = users::Entity::find()
+        .filter(users::Column::EmailKey.eq("fresh@example.com"))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    verification_tokens::Entity::update_many()
+        .col_expr(
+            verification_tokens::Column::ExpiresAt,
+            Expr::value(now - TimeDelta::days(1)),
+        )
+        .filter(verification_tokens::Column::UserId.eq(fresh_user.id))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    // An idle mail-limit row from over an hour ago.
+    mail_throttles::Entity::update_many()
+        .col_expr(
+            mail_throttles::Column::WindowStartedAt,
+            Expr::value(now - TimeDelta::hours(2)),
+        )
+        .col_expr(
+            mail_throttles::Column::LastSentAt,
+            Expr::value(now - TimeDelta::hours(2)),
+        )
+        .filter(mail_throttles::Column::EmailKey.eq("stale@example.com"))
+        .exec(&app.db)
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = admit_command(dir.path())
+        .arg("purge-unconfirmed")
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "users: 1\ntokens: 1\nthrottles: 1\n"
+    );
+
+    assert_eq!(
+        emails(&app).await,
+        vec!["fresh@example.com", "kept@example.com"]
+    );
+    assert_eq!(
+        app.confirm(&stale).await["userErrors"][0]["code"],
+        "TOKEN_INVALID"
+    );
+    assert_eq!(
+        verification_tokens::Entity::find()
+            .filter(verification_tokens::Column::UserId.eq(kept_user.id))
+            .count(&app.db)
+            .await
+            .unwrap(),
+        0
+    );
+    let fresh_token = verification_tokens::Entity::find()
+        .filter(verification_tokens::Column::UserId.eq(fresh_user.id))
+        .count(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(fresh_token, 1);
+    let kept_after = users::Entity::find_by_id(kept_user.id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kept_after, kept_user,
+        "a confirmed account is never touched"
+    );
+}
+
+async fn the_server_purges_never_confirmed_accounts_periodically(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &["--purge-interval", "200ms", "--unconfirmed-ttl", "1h"],
+    )
+    .await;
+    app.register_and_read_token("old@example.com").await;
+    app.register_and_read_token("new@example.com").await;
+    age_user(&app, "old@example.com", TimeDelta::hours(2)).await;
+
+    let mut remaining = Vec::new();
+    for _ in 0..100 {
+        remaining = emails(&app).await;
+        if remaining.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(remaining, vec!["new@example.com"]);
+}
