@@ -18,6 +18,7 @@ on_both_backends!(
     a_hanging_server_times_out_and_the_mail_goes_out_once_it_answers,
     mail_that_fails_every_attempt_is_dead_until_an_operator_retries_it,
     sigterm_lets_the_message_being_sent_finish_and_exits_cleanly,
+    sigterm_answers_the_requests_in_flight_before_exiting,
     after_kill_9_mid_burst_every_accepted_registration_gets_its_email,
 );
 
@@ -197,6 +198,46 @@ async fn sigterm_lets_the_message_being_sent_finish_and_exits_cleanly(backend: B
         "the send in flight was recorded before exit"
     );
     assert_eq!(row.locked_until, None);
+    db.close().await.unwrap();
+}
+
+async fn sigterm_answers_the_requests_in_flight_before_exiting(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let smtp = SmtpServer::start().await;
+    let smtp_url = smtp.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = process_env(&database, &smtp_url);
+    // One hash at a time, so that most of the burst is still queued when SIGTERM arrives.
+    env.push(("ADMIT_HASH_CONCURRENCY", "1"));
+    let mut admit = AdmitProcess::start(dir.path(), &env).await;
+
+    let addresses: Vec<String> = (0..10)
+        .map(|i| format!("graceful{i}@example.com"))
+        .collect();
+    let mut burst: futures::stream::FuturesUnordered<_> = addresses
+        .iter()
+        .map(|address| {
+            let admit = &admit;
+            async move { admit.register(address).await }
+        })
+        .collect();
+    assert!(
+        burst.next().await.expect("a first answer"),
+        "the first sign-up is accepted"
+    );
+    admit.signal("-TERM").await;
+    let mut answered = 1;
+    while let Some(accepted) = burst.next().await {
+        assert!(accepted, "a request in flight at SIGTERM was not answered");
+        answered += 1;
+    }
+    drop(burst);
+    assert_eq!(answered, addresses.len());
+    assert_eq!(admit.wait().await, Some(0));
+
+    let db = Database::connect(&database.url).await.unwrap();
+    let queued = outbox_messages::Entity::find().count(&db).await.unwrap();
+    assert_eq!(queued, 10, "every answered sign-up has its email queued");
     db.close().await.unwrap();
 }
 

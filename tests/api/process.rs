@@ -123,8 +123,9 @@ impl AdmitProcess {
         body.is_some_and(|body| body["data"]["register"]["accepted"] == true)
     }
 
-    async fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("still running");
+    /// Sends `signal` (`-TERM`, `-KILL`, ...) without waiting for the process.
+    pub async fn signal(&self, signal: &str) {
+        let pid = self.pid();
         let status = Command::new("kill")
             .arg(signal)
             .arg(pid.to_string())
@@ -133,9 +134,18 @@ impl AdmitProcess {
         assert!(status.expect("kill runs").success());
     }
 
+    fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
     /// Sends SIGTERM and waits (up to 30 s) for the exit code.
     pub async fn terminate(&mut self) -> Option<i32> {
         self.signal("-TERM").await;
+        self.wait().await
+    }
+
+    /// Waits (up to 30 s) for the process to exit, and returns its exit code.
+    pub async fn wait(&mut self) -> Option<i32> {
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("admit exits after SIGTERM")
