@@ -1,6 +1,6 @@
 use chrono::Utc;
 use entity::{users, verification_tokens};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -80,12 +80,7 @@ async fn confirm_account_rejects_an_expired_token(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.register_and_read_token("late@example.com").await;
     // Age the token rather than sleep: the row is what the service consults.
-    let past = Utc::now().fixed_offset() - chrono::TimeDelta::seconds(1);
-    verification_tokens::Entity::update_many()
-        .col_expr(verification_tokens::Column::ExpiresAt, Expr::value(past))
-        .exec(&app.db)
-        .await
-        .unwrap();
+    app.expire_tokens(None, chrono::TimeDelta::seconds(1)).await;
 
     let payload = app.confirm(&token).await;
 

@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 
 use entity::outbox_messages;
 use futures::StreamExt;
-use sea_orm::{ColumnTrait, Database, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{Database, EntityTrait, PaginatorTrait};
 
 use crate::{
     helpers::{Backend, PASSWORD, TestApp, TestDatabase, on_both_backends},
@@ -281,17 +281,10 @@ async fn after_kill_9_mid_burst_every_accepted_registration_gets_its_email(backe
     let mut second = AdmitProcess::start(dir.path(), &env).await;
     smtp.set_behaviour(Behaviour::Accept);
     let db = Database::connect(&database.url).await.unwrap();
-    for _ in 0..400 {
-        let pending = outbox_messages::Entity::find()
-            .filter(outbox_messages::Column::SentAt.is_null())
-            .count(&db)
-            .await
-            .unwrap();
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_outbox(&db, "all sent", |rows| {
+        rows.iter().all(|row| row.sent_at.is_some())
+    })
+    .await;
     let seen = by_recipient(&smtp.received());
     for address in &accepted {
         assert!(
@@ -337,17 +330,10 @@ async fn two_processes_on_one_postgres_database_send_every_message_once() {
 
     smtp.wait_for(addresses.len()).await;
     let db = Database::connect(&database.url).await.unwrap();
-    for _ in 0..200 {
-        let pending = outbox_messages::Entity::find()
-            .filter(outbox_messages::Column::SentAt.is_null())
-            .count(&db)
-            .await
-            .unwrap();
-        if pending == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_outbox(&db, "all sent", |rows| {
+        rows.iter().all(|row| row.sent_at.is_some())
+    })
+    .await;
     // Both processes poll the shared outbox; give a double send every chance to show up.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let received = smtp.received();

@@ -5,7 +5,11 @@ use std::{net::SocketAddr, time::Duration};
 
 use admit::{Application, settings::Cli};
 use clap::Parser;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use entity::{users, verification_tokens};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter,
+    sea_query::Expr,
+};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -256,15 +260,7 @@ impl TestApp {
 
     /// Stops the service and starts a new one on the same database, SMTP server and settings.
     pub async fn restart(mut self) -> Self {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server
-                .await
-                .expect("server task")
-                .expect("server ran cleanly");
-        }
+        self.shut_down().await;
         let running = Running::launch(&self.args).await;
         self.address = running.address;
         self.db = running.db;
@@ -275,6 +271,10 @@ impl TestApp {
 
     /// Stops the service as a SIGTERM would, and waits until it has.
     pub async fn stop(mut self) {
+        self.shut_down().await;
+    }
+
+    async fn shut_down(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -284,6 +284,24 @@ impl TestApp {
                 .expect("server task")
                 .expect("server ran cleanly");
         }
+    }
+
+    /// Sets the expiry of the tokens of the account with `email_key` (of every account when
+    /// `None`) to `ago` before now: ageing a row instead of waiting for it.
+    pub async fn expire_tokens(&self, email_key: Option<&str>, ago: chrono::TimeDelta) {
+        let at = chrono::Utc::now().fixed_offset() - ago;
+        let mut update = verification_tokens::Entity::update_many()
+            .col_expr(verification_tokens::Column::ExpiresAt, Expr::value(at));
+        if let Some(key) = email_key {
+            let user = users::Entity::find()
+                .filter(users::Column::EmailKey.eq(key))
+                .one(&self.db)
+                .await
+                .unwrap()
+                .expect("an account with that key");
+            update = update.filter(verification_tokens::Column::UserId.eq(user.id));
+        }
+        update.exec(&self.db).await.unwrap();
     }
 }
 

@@ -3,9 +3,8 @@
 
 use std::path::PathBuf;
 
-use chrono::Utc;
-use entity::{users, verification_tokens};
-use sea_orm::{EntityTrait, sea_query::Expr};
+use entity::users;
+use sea_orm::EntityTrait;
 use serde_json::Value;
 
 use crate::helpers::{Backend, TestApp};
@@ -119,12 +118,7 @@ async fn the_page_explains_an_invalid_a_superseded_an_expired_and_a_missing_link
     assert_eq!(superseded.state(), "superseded", "{}", superseded.message());
     assert!(superseded.message().contains("most recent email"));
 
-    let past = Utc::now().fixed_offset() - chrono::TimeDelta::seconds(1);
-    verification_tokens::Entity::update_many()
-        .col_expr(verification_tokens::Column::ExpiresAt, Expr::value(past))
-        .exec(&app.db)
-        .await
-        .unwrap();
+    app.expire_tokens(None, chrono::TimeDelta::seconds(1)).await;
     let expired = browse(&newest, "click", "confirm-expired", "1024x768").await;
     assert_eq!(expired.state(), "expired", "{}", expired.message());
     assert!(expired.message().contains("expired"));

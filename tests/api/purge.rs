@@ -49,37 +49,18 @@ async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend
     age_user(&app, "kept@example.com", TimeDelta::days(8)).await;
     // The confirmed account's token expired nine days ago: past its week of grace. The fresh
     // account's token expired yesterday: still answers "expired".
+    app.expire_tokens(Some("kept@example.com"), TimeDelta::days(9))
+        .await;
+    app.expire_tokens(Some("fresh@example.com"), TimeDelta::days(1))
+        .await;
     let now = Utc::now().fixed_offset();
-    let kept_user = users::Entity::find()
-        .filter(users::Column::EmailKey.eq("kept@example.com"))
-        .one(&app.db)
-        .await
-        .unwrap()
-        .unwrap();
-    verification_tokens::Entity::update_many()
-        .col_expr(
-            verification_tokens::Column::ExpiresAt,
-            Expr::value(now - TimeDelta::days(9)),
-        )
-        .filter(verification_tokens::Column::UserId.eq(kept_user.id))
-        .exec(&app.db)
-        .await
-        .unwrap();
-    let fresh_user = users::Entity::find()
-        .filter(users::Column::EmailKey.eq("fresh@example.com"))
-        .one(&app.db)
-        .await
-        .unwrap()
-        .unwrap();
-    verification_tokens::Entity::update_many()
-        .col_expr(
-            verification_tokens::Column::ExpiresAt,
-            Expr::value(now - TimeDelta::days(1)),
-        )
-        .filter(verification_tokens::Column::UserId.eq(fresh_user.id))
-        .exec(&app.db)
-        .await
-        .unwrap();
+    let find = |key: &'static str| {
+        users::Entity::find()
+            .filter(users::Column::EmailKey.eq(key))
+            .one(&app.db)
+    };
+    let kept_user = find("kept@example.com").await.unwrap().unwrap();
+    let fresh_user = find("fresh@example.com").await.unwrap().unwrap();
     // An idle mail-limit row from over an hour ago.
     mail_throttles::Entity::update_many()
         .col_expr(
