@@ -93,6 +93,21 @@ pub struct Settings {
     #[arg(long, env = "ADMIT_MAIL_DIR", default_value = "./mail", global = true)]
     pub mail_dir: PathBuf,
 
+    /// Product name shown in emails.
+    #[arg(
+        long,
+        env = "ADMIT_PRODUCT_NAME",
+        default_value = "admit",
+        global = true
+    )]
+    pub product_name: String,
+
+    /// Folder with email templates that replace the built-in ones, file by file
+    /// (`confirmation.subject.txt`, `confirmation.txt`, `confirmation.html`, and the same for
+    /// `signup_notice`).
+    #[arg(long, env = "ADMIT_TEMPLATE_DIR", global = true)]
+    pub template_dir: Option<PathBuf>,
+
     /// Sender of admit's mail.
     #[arg(
         long,
@@ -175,6 +190,15 @@ pub struct Settings {
     /// Whether GraphQL introspection is enabled (GraphiQL and code generators need it).
     #[arg(long, env = "ADMIT_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub introspection: bool,
+
+    /// Whether `GET /` serves the demo sign-up page.
+    #[arg(long, env = "ADMIT_DEMO_PAGES", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub demo_pages: bool,
+
+    /// Origins (comma separated, e.g. `https://app.example.com,http://localhost:5173`) whose
+    /// pages may call `/graphql` from the browser, with credentials. Others get no CORS headers.
+    #[arg(long, env = "ADMIT_CORS_ORIGINS", value_delimiter = ',', value_parser = origin, global = true)]
+    pub cors_origins: Vec<axum::http::HeaderValue>,
 
     /// Password hashes computed at once; defaults to the number of CPUs.
     #[arg(long, env = "ADMIT_HASH_CONCURRENCY", global = true)]
@@ -284,6 +308,19 @@ impl Settings {
 
 fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(raw.to_owned()))
+}
+
+/// An origin as browsers send it: scheme, host and port, nothing else.
+fn origin(raw: &str) -> Result<axum::http::HeaderValue, String> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    let url = Url::parse(trimmed).map_err(|err| format!("{trimmed:?} is not an origin: {err}"))?;
+    let origin = url.origin().ascii_serialization();
+    if origin != trimmed {
+        return Err(format!(
+            "{trimmed:?} is not an origin; did you mean {origin:?}?"
+        ));
+    }
+    axum::http::HeaderValue::from_str(&origin).map_err(|err| err.to_string())
 }
 
 fn duration(raw: &str) -> Result<Duration, humantime::DurationError> {

@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::{
     db,
-    mail::{DeliveryPolicy, Dispatcher, OutboxSignal, Transport},
+    mail::{DeliveryPolicy, Dispatcher, OutboxSignal, Templates, Transport},
     services::{PasswordHasher, purge},
     settings::Settings,
     state::AppState,
@@ -45,6 +45,7 @@ impl Application {
             settings.mail_dir.clone(),
             settings.smtp_timeout,
         )?;
+        let templates = Templates::load(&settings.product_name, settings.template_dir.as_deref())?;
         let outbox = OutboxSignal::default();
         let dispatcher = Dispatcher::new(
             database.clone(),
@@ -62,6 +63,7 @@ impl Application {
             db: database,
             hasher: PasswordHasher::new(settings.hash_concurrency()),
             outbox,
+            templates,
             confirm_url: Arc::new(confirm_url),
             token_ttl: TimeDelta::from_std(settings.token_ttl)
                 .context("ADMIT_TOKEN_TTL is too long")?,

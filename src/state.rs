@@ -7,7 +7,10 @@ use sea_orm::DatabaseConnection;
 use url::Url;
 
 use crate::{
-    domain::ConfirmationToken, mail::OutboxSignal, services::PasswordHasher, settings::Settings,
+    domain::ConfirmationToken,
+    mail::{OutboxSignal, Templates},
+    services::PasswordHasher,
+    settings::Settings,
 };
 
 /// Everything a request may need, cheap to clone.
@@ -21,6 +24,8 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     /// Wakes the mail dispatcher after a commit.
     pub outbox: OutboxSignal,
+    /// The emails, ready to render.
+    pub templates: Templates,
     /// The page confirmation links point at, without fragment.
     pub confirm_url: Arc<Url>,
     /// How long a confirmation token lives.

@@ -9,5 +9,5 @@ mod transport;
 
 pub use dispatcher::{DeliveryPolicy, Dispatcher};
 pub use outbox::{OutboxSignal, enqueue};
-pub use templates::{OutgoingEmail, confirmation_email, signup_attempt_notice};
+pub use templates::{OutgoingEmail, TemplateError, Templates};
 pub use transport::Transport;

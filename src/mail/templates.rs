@@ -1,4 +1,9 @@
-use std::time::Duration;
+//! The emails admit sends, rendered with minijinja from built-in templates that operators can
+//! override, file by file, from a folder (`ADMIT_TEMPLATE_DIR`) without recompiling.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use minijinja::{Environment, UndefinedBehavior, context};
 
 /// A rendered message, ready for the outbox.
 #[derive(Debug, Clone)]
@@ -11,52 +16,149 @@ pub struct OutgoingEmail {
     pub html: String,
 }
 
-/// The email asking `name` (if known) to confirm their account by opening `link`.
-pub fn confirmation_email(name: Option<&str>, link: &str, valid_for: Duration) -> OutgoingEmail {
-    let greeting = name.map_or_else(|| "Hello,".to_owned(), |name| format!("Hello {name},"));
-    let validity = describe(valid_for);
-    let text = format!(
-        "{greeting}\n\n\
-         Please confirm your email address to activate your account by opening this link:\n\n\
-         {link}\n\n\
-         The link is valid for {validity}. If you did not sign up, ignore this email: \
-         no account is activated without you.\n"
-    );
-    let html = format!(
-        "<!doctype html><html><body style=\"font-family:sans-serif;line-height:1.5;color:#1f2328\">\
-         <p>{greeting}</p>\
-         <p>Please confirm your email address to activate your account.</p>\
-         <p><a href=\"{link}\" style=\"display:inline-block;padding:10px 18px;background:#0b5fff;\
-         color:#ffffff;border-radius:6px;text-decoration:none\">Confirm my account</a></p>\
-         <p>Or open this link: <a href=\"{link}\">{link}</a></p>\
-         <p>The link is valid for {validity}. If you did not sign up, ignore this email: \
-         no account is activated without you.</p></body></html>",
-        greeting = escape_html(&greeting),
-        link = escape_html(link),
-    );
-    OutgoingEmail {
-        subject: "Confirm your account".to_owned(),
-        text,
-        html,
-    }
+/// Every template, by the file name that overrides it. Names ending in `.html` are
+/// HTML-escaped: a display name cannot inject markup.
+const BUILT_IN: [(&str, &str); 6] = [
+    (
+        "confirmation.subject.txt",
+        include_str!("templates/confirmation.subject.txt"),
+    ),
+    (
+        "confirmation.txt",
+        include_str!("templates/confirmation.txt"),
+    ),
+    (
+        "confirmation.html",
+        include_str!("templates/confirmation.html"),
+    ),
+    (
+        "signup_notice.subject.txt",
+        include_str!("templates/signup_notice.subject.txt"),
+    ),
+    (
+        "signup_notice.txt",
+        include_str!("templates/signup_notice.txt"),
+    ),
+    (
+        "signup_notice.html",
+        include_str!("templates/signup_notice.html"),
+    ),
+];
+
+/// The loaded templates and the product name they show.
+#[derive(Clone)]
+pub struct Templates {
+    env: Arc<Environment<'static>>,
+    product_name: Arc<str>,
 }
 
-/// The notice sent when someone signs up with an address whose account is already confirmed:
-/// the owner learns of it, and nobody else learns anything from the API's answer.
-pub fn signup_attempt_notice(name: Option<&str>) -> OutgoingEmail {
-    let greeting = name.map_or_else(|| "Hello,".to_owned(), |name| format!("Hello {name},"));
-    let body = "Someone just tried to sign up with this email address, which already has a \
-                confirmed account. If it was you, sign in with your password, or reset it if \
-                you forgot it. If it was not you, you can ignore this email: nothing about your \
-                account has changed.";
-    OutgoingEmail {
-        subject: "Someone tried to sign up with your address".to_owned(),
-        text: format!("{greeting}\n\n{body}\n"),
-        html: format!(
-            "<!doctype html><html><body style=\"font-family:sans-serif;line-height:1.5;color:#1f2328\">\
-             <p>{}</p><p>{body}</p></body></html>",
-            escape_html(&greeting)
-        ),
+/// A template could not be loaded, parsed or rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// An override exists but cannot be read.
+    #[error("cannot read the mail template {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Syntax error, unknown variable, ...
+    #[error("mail template {name}: {source}")]
+    Template {
+        /// The template's name.
+        name: String,
+        /// minijinja's explanation.
+        source: minijinja::Error,
+    },
+}
+
+impl Templates {
+    /// The built-in templates, each replaced by the file of the same name in `overrides` if
+    /// there is one. Every template is rendered once with sample values, so a mistake in an
+    /// override stops the service at start-up instead of failing a sign-up later.
+    pub fn load(product_name: &str, overrides: Option<&Path>) -> Result<Self, TemplateError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        for (name, built_in) in BUILT_IN {
+            let source = match overrides.map(|dir| dir.join(name)) {
+                Some(path) if path.exists() => {
+                    std::fs::read_to_string(&path).map_err(|source| TemplateError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+                }
+                _ => built_in.to_owned(),
+            };
+            env.add_template_owned(name, source)
+                .map_err(|source| TemplateError::Template {
+                    name: name.to_owned(),
+                    source,
+                })?;
+        }
+        let templates = Self {
+            env: Arc::new(env),
+            product_name: Arc::from(product_name),
+        };
+        templates.confirmation(
+            Some("Sample"),
+            "https://example.com/confirm#token=x",
+            Duration::from_secs(3600),
+        )?;
+        templates.signup_notice(Some("Sample"))?;
+        Ok(templates)
+    }
+
+    /// The email asking the person to confirm their account by opening `link`.
+    pub fn confirmation(
+        &self,
+        display_name: Option<&str>,
+        link: &str,
+        valid_for: Duration,
+    ) -> Result<OutgoingEmail, TemplateError> {
+        self.render(
+            "confirmation",
+            context! {
+                product_name => &*self.product_name,
+                display_name => display_name,
+                link => link,
+                valid_for => describe(valid_for),
+            },
+        )
+    }
+
+    /// The notice sent when someone signs up with an address whose account is already
+    /// confirmed: the owner learns of it, and nobody else learns anything from the API.
+    pub fn signup_notice(
+        &self,
+        display_name: Option<&str>,
+    ) -> Result<OutgoingEmail, TemplateError> {
+        self.render(
+            "signup_notice",
+            context! {
+                product_name => &*self.product_name,
+                display_name => display_name,
+            },
+        )
+    }
+
+    fn render(
+        &self,
+        email: &str,
+        values: minijinja::Value,
+    ) -> Result<OutgoingEmail, TemplateError> {
+        let render = |part: &str| {
+            let name = format!("{email}.{part}");
+            self.env
+                .get_template(&name)
+                .and_then(|template| template.render(&values))
+                .map_err(|source| TemplateError::Template { name, source })
+        };
+        Ok(OutgoingEmail {
+            subject: render("subject.txt")?.trim().to_owned(),
+            text: render("txt")?,
+            html: render("html")?,
+        })
     }
 }
 
@@ -79,45 +181,62 @@ fn describe(duration: Duration) -> String {
     }
 }
 
-fn escape_html(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for c in raw.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn built_in() -> Templates {
+        Templates::load("Acme", None).unwrap()
+    }
+
     #[test]
     fn the_email_says_how_long_the_link_is_valid() {
-        let email = confirmation_email(
-            None,
-            "https://x.test/confirm#token=t",
-            Duration::from_secs(86_400),
-        );
+        let email = built_in()
+            .confirmation(
+                None,
+                "https://x.test/confirm#token=t",
+                Duration::from_secs(86_400),
+            )
+            .unwrap();
         assert!(email.text.contains("valid for 24 hours"));
-        let email = confirmation_email(None, "https://x.test/c", Duration::from_secs(1_800));
+        assert_eq!(email.subject, "Confirm your Acme account");
+        let email = built_in()
+            .confirmation(None, "https://x.test/c", Duration::from_secs(1_800))
+            .unwrap();
         assert!(email.html.contains("valid for 30 minutes"));
     }
 
     #[test]
     fn a_display_name_cannot_inject_html() {
-        let email = confirmation_email(
-            Some("<script>x</script>"),
-            "https://x.test/c",
-            Duration::from_secs(60),
-        );
+        let email = built_in()
+            .confirmation(
+                Some("<script>x</script>"),
+                "https://x.test/c",
+                Duration::from_secs(60),
+            )
+            .unwrap();
         assert!(!email.html.contains("<script>"));
         assert!(email.text.contains("Hello <script>x</script>,"));
+    }
+
+    #[test]
+    fn an_override_replaces_only_its_own_template_and_a_broken_one_fails_at_load() {
+        let dir = std::env::temp_dir().join(format!("admit-templates-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("confirmation.subject.txt"),
+            "Welcome to {{ product_name }}!",
+        )
+        .unwrap();
+        let templates = Templates::load("Acme", Some(&dir)).unwrap();
+        let email = templates
+            .confirmation(None, "https://x.test/c", Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(email.subject, "Welcome to Acme!");
+        assert!(email.text.contains("https://x.test/c"));
+
+        std::fs::write(dir.join("confirmation.txt"), "{{ no_such_value }}").unwrap();
+        assert!(Templates::load("Acme", Some(&dir)).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -130,7 +130,10 @@ pub async fn register(state: &AppState, account: NewAccount) -> Result<(), Regis
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("a duplicate key without its user"))?;
             if existing.confirmed_at.is_some() {
-                let notice = mail::signup_attempt_notice(existing.display_name.as_deref());
+                let notice = state
+                    .templates
+                    .signup_notice(existing.display_name.as_deref())
+                    .map_err(anyhow::Error::from)?;
                 let message_id = mail::enqueue(&txn, account.email.deliverable(), notice).await?;
                 txn.commit().await?;
                 state.outbox.wake();
@@ -237,7 +240,7 @@ async fn issue_confirmation(
     user: &users::Model,
     email: &EmailAddress,
     token: &ConfirmationToken,
-) -> Result<Uuid, DbErr> {
+) -> anyhow::Result<Uuid> {
     let now = now();
     verification_tokens::Entity::update_many()
         .col_expr(verification_tokens::Column::SupersededAt, Expr::value(now))
@@ -259,12 +262,12 @@ async fn issue_confirmation(
     })
     .exec_without_returning(txn)
     .await?;
-    let message = mail::confirmation_email(
+    let message = state.templates.confirmation(
         user.display_name.as_deref(),
         &state.confirmation_link(token),
         state.settings.token_ttl,
-    );
-    mail::enqueue(txn, email.deliverable(), message).await
+    )?;
+    Ok(mail::enqueue(txn, email.deliverable(), message).await?)
 }
 
 fn new_token() -> anyhow::Result<ConfirmationToken> {

@@ -14,6 +14,7 @@ on_both_backends!(
     confirm_account_rejects_a_token_issued_for_another_purpose,
     simultaneous_confirmations_with_one_token_confirm_the_account_once,
     the_token_lifetime_follows_the_setting_and_the_email_states_it,
+    operators_name_the_product_and_override_templates_from_a_folder,
 );
 
 async fn confirm_account_activates_the_account_from_the_mailed_link(backend: Backend) {
@@ -158,4 +159,33 @@ async fn the_token_lifetime_follows_the_setting_and_the_email_states_it(backend:
         .unwrap()
         .unwrap();
     assert_eq!((token.expires_at - token.created_at).num_minutes(), 120);
+}
+
+async fn operators_name_the_product_and_override_templates_from_a_folder(backend: Backend) {
+    let templates = tempfile::tempdir().unwrap();
+    std::fs::write(
+        templates.path().join("confirmation.subject.txt"),
+        "{{ product_name }}: one click left",
+    )
+    .unwrap();
+    let dir = templates.path().to_str().unwrap();
+    let app = TestApp::spawn_with(
+        backend,
+        &["--product-name", "Acme Cloud", "--template-dir", dir],
+    )
+    .await;
+    app.register("brand@example.com", crate::helpers::PASSWORD, Some("Bo"))
+        .await;
+    let mail = app.smtp.next_mail().await;
+
+    assert_eq!(mail.subject(), "Acme Cloud: one click left");
+    // The parts not overridden are the built-in ones, with the product name.
+    assert!(
+        mail.text().contains("activate your Acme Cloud account"),
+        "{}",
+        mail.text()
+    );
+    assert!(mail.html().contains("Confirm my account"));
+    assert_eq!(mail.html_links(), vec![mail.link(), mail.link()]);
+    assert_eq!(app.confirm(&mail.token()).await["user"]["confirmed"], true);
 }

@@ -48,6 +48,16 @@ impl ReceivedMail {
         self.parsed(|message| message.body_html(0).map(|html| html.into_owned()))
     }
 
+    /// The targets of the HTML part's links, decoded as a mail client decodes them.
+    pub fn html_links(&self) -> Vec<String> {
+        self.html()
+            .split("href=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(|href| html_escape::decode_html_entities(href).into_owned())
+            .collect()
+    }
+
     /// The subject line.
     pub fn subject(&self) -> String {
         self.parsed(|message| message.subject().map(str::to_owned))
