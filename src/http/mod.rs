@@ -8,12 +8,13 @@ use std::time::Duration;
 use axum::{
     Router,
     extract::{DefaultBodyLimit, Request},
-    http::{HeaderName, HeaderValue, StatusCode, header},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
     response::Response,
     routing::get,
 };
 use tower_http::{
     catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
     timeout::TimeoutLayer,
@@ -40,9 +41,17 @@ struct HttpState {
 /// The complete HTTP application for `state`.
 pub fn router(state: AppState) -> Router {
     let schema = build_schema(Some(state.clone()), state.settings.introspection);
+    let mut graphql = get(graphql::get).post(graphql::post);
+    if !state.settings.cors_origins.is_empty() {
+        graphql = graphql.layer(cors(state.settings.cors_origins.clone()));
+    }
+    let mut router = Router::new();
+    if state.settings.demo_pages {
+        router = router.route("/", get(pages::signup));
+    }
     let http = HttpState { schema, app: state };
-    Router::new()
-        .route("/graphql", get(graphql::get).post(graphql::post))
+    router
+        .route("/graphql", graphql)
         .route("/playground", get(pages::playground))
         .route("/confirm", get(pages::confirm))
         .route("/healthz", get(pages::healthz))
@@ -68,6 +77,17 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Lets pages on `origins` call the API from a browser, cookies included; other origins get no
+/// CORS headers, so browsers keep their pages from reading the answers.
+fn cors(origins: Vec<HeaderValue>) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::ACCEPT])
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(600))
 }
 
 fn panicked() -> Response {

@@ -13,33 +13,61 @@ use sha2::{Digest, Sha256};
 
 use super::HttpState;
 
-const CONFIRM_HTML: &str = include_str!("pages/confirm.html");
-const CONFIRM_CSS: &str = include_str!("pages/confirm.css");
-const CONFIRM_JS: &str = include_str!("pages/confirm.js");
+const STYLE: &str = include_str!("pages/style.css");
 
-/// The confirmation page with its style and script inlined, and a policy that allows exactly
-/// those two (by hash) and requests to this origin: no other script can run on a page that
-/// holds a token.
+/// A self-contained page: its style and script inlined, and a policy that allows exactly those
+/// two (by hash) and requests to this origin. No other script can run on a page that holds a
+/// token or a password, and nothing is loaded from elsewhere.
 struct Page {
     html: String,
     csp: HeaderValue,
 }
 
-static CONFIRM: LazyLock<Page> = LazyLock::new(|| {
-    let html = CONFIRM_HTML
-        .replace("/*STYLE*/", CONFIRM_CSS)
-        .replace("/*SCRIPT*/", CONFIRM_JS);
-    let csp = format!(
-        "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        sha256_source(CONFIRM_JS),
-        sha256_source(CONFIRM_CSS),
-    );
-    Page {
-        html,
-        csp: HeaderValue::try_from(csp)
-            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'")),
+impl Page {
+    fn new(html: &str, script: &str) -> Self {
+        let csp = format!(
+            "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; \
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            sha256_source(script),
+            sha256_source(STYLE),
+        );
+        Self {
+            html: html
+                .replace("/*STYLE*/", STYLE)
+                .replace("/*SCRIPT*/", script),
+            csp: HeaderValue::try_from(csp)
+                .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'")),
+        }
     }
+
+    fn respond(&self) -> Response {
+        (
+            [
+                (header::CONTENT_SECURITY_POLICY, self.csp.clone()),
+                (
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+            Html(self.html.clone()),
+        )
+            .into_response()
+    }
+}
+
+static CONFIRM: LazyLock<Page> = LazyLock::new(|| {
+    Page::new(
+        include_str!("pages/confirm.html"),
+        include_str!("pages/confirm.js"),
+    )
+});
+
+static SIGNUP: LazyLock<Page> = LazyLock::new(|| {
+    Page::new(
+        include_str!("pages/signup.html"),
+        include_str!("pages/signup.js"),
+    )
 });
 
 fn sha256_source(content: &str) -> String {
@@ -52,18 +80,12 @@ fn sha256_source(content: &str) -> String {
 /// `GET /confirm`: shows a button; only a click confirms the account. Loading the page changes
 /// nothing, because mail scanners open links and may even run their scripts.
 pub(super) async fn confirm() -> Response {
-    (
-        [
-            (header::CONTENT_SECURITY_POLICY, CONFIRM.csp.clone()),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        Html(CONFIRM.html.clone()),
-    )
-        .into_response()
+    CONFIRM.respond()
+}
+
+/// `GET /`: the demo sign-up form (unless `ADMIT_DEMO_PAGES=false`).
+pub(super) async fn signup() -> Response {
+    SIGNUP.respond()
 }
 
 /// `GET /playground`: GraphQL Playground pointed at `/graphql`.

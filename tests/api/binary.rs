@@ -88,21 +88,29 @@ async fn migrate_creates_the_schema_and_export_schema_writes_a_file() {
 #[tokio::test]
 async fn contradictory_settings_are_refused_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [
-        &[
-            "migrate",
-            "--password-min-length",
-            "20",
-            "--password-max-length",
-            "10",
-        ][..],
-        &["migrate", "--mail-lease", "5s", "--smtp-timeout", "10s"][..],
-    ] {
-        let output = admit_command(dir.path()).args(args).output().await.unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--password-min-length", "20", "--password-max-length", "10"],
+            "ADMIT_PASSWORD_MIN_LENGTH",
+        ),
+        (
+            &["--mail-lease", "5s", "--smtp-timeout", "10s"],
+            "ADMIT_MAIL_LEASE",
+        ),
+        (
+            &["--cors-origins", "https://app.example.com/signup"],
+            "is not an origin; did you mean \"https://app.example.com\"",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = admit_command(dir.path())
+            .arg("migrate")
+            .args(args)
+            .output()
+            .await
+            .unwrap();
         assert!(!output.status.success(), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&output.stderr).contains("ADMIT_"),
-            "{args:?}"
-        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }

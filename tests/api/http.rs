@@ -376,3 +376,122 @@ async fn health_reports_a_reachable_database() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "ok");
 }
+
+#[tokio::test]
+async fn cors_admits_only_the_configured_origins_with_credentials() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            "--cors-origins",
+            "https://app.example.com,http://localhost:5173",
+        ],
+    )
+    .await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(
+        allowed.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(methods.contains("POST"), "{methods}");
+
+    let post = |origin: &'static str| {
+        app.http
+            .post(app.url("/graphql"))
+            .header("origin", origin)
+            .json(&json!({ "query": "{ passwordPolicy { minLength } }" }))
+            .send()
+    };
+    let response = post("http://localhost:5173").await.unwrap();
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    assert_eq!(
+        response.headers()["access-control-allow-credentials"],
+        "true"
+    );
+
+    for stranger in [
+        "https://evil.example",
+        "https://app.example.com.evil.example",
+    ] {
+        let refused = preflight(stranger).await.unwrap();
+        assert!(
+            refused
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none(),
+            "{stranger}"
+        );
+        let response = post(stranger).await.unwrap();
+        assert!(
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none(),
+            "{stranger}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_configured_origins_no_page_elsewhere_may_read_the_api() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .header("origin", "https://app.example.com")
+        .json(&json!({ "query": "{ passwordPolicy { minLength } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_demo_sign_up_page_is_served_at_the_root_and_can_be_switched_off() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let page = app.http.get(app.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    assert!(page.text().await.unwrap().contains("Create your account"));
+
+    let app = TestApp::spawn_with(Backend::Sqlite, &["--demo-pages", "false"]).await;
+    assert_eq!(
+        app.http.get(app.url("/")).send().await.unwrap().status(),
+        404
+    );
+    // The landing page of the confirmation links is not a demo: it stays.
+    assert_eq!(
+        app.http
+            .get(app.url("/confirm"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

@@ -1,27 +1,38 @@
-//! The confirmation page in a real browser: Debian's Chromium driven by playwright-core
-//! (`tests/browser`, installed by `npm ci`). Screenshots go to `target/tmp/screenshots`.
+//! admit's pages in a real browser: Debian's Chromium driven by playwright-core
+//! (`tests/browser`, installed by `npm ci`). Screenshots of every state go to
+//! `$CARGO_TARGET_TMPDIR/screenshots`.
 
 use std::path::PathBuf;
 
 use entity::users;
 use sea_orm::EntityTrait;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, PASSWORD, TestApp};
 
-/// What the driver saw.
+/// What the browser saw.
 struct Seen(Value);
 
 impl Seen {
     fn state(&self) -> &str {
         self.0["state"].as_str().unwrap_or_default()
     }
-    fn message(&self) -> &str {
-        self.0["message"].as_str().unwrap_or_default()
+
+    fn read(&self, key: &str) -> String {
+        match &self.0["reads"][key] {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    fn posts(&self) -> &Value {
+        &self.0["posts"]
     }
 }
 
-async fn browse(url: &str, action: &str, shot: &str, size: &str) -> Seen {
+/// Runs `steps` in Chromium; fails the test if the page loaded anything from another origin or
+/// logged an error.
+async fn browse(steps: Value) -> Seen {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         root.join("node_modules/playwright-core").exists(),
@@ -31,9 +42,8 @@ async fn browse(url: &str, action: &str, shot: &str, size: &str) -> Seen {
     std::fs::create_dir_all(&shots).unwrap();
     let output = tokio::process::Command::new("node")
         .arg(root.join("drive.mjs"))
-        .args([url, action])
-        .arg(shots.join(format!("{shot}.png")))
-        .arg(size)
+        .arg(steps.to_string())
+        .arg(&shots)
         .output()
         .await
         .expect("run node");
@@ -45,14 +55,10 @@ async fn browse(url: &str, action: &str, shot: &str, size: &str) -> Seen {
     let seen: Value = serde_json::from_slice(&output.stdout).expect("driver prints JSON");
     assert_eq!(
         seen["external"],
-        serde_json::json!([]),
+        json!([]),
         "the page loaded external assets"
     );
-    assert_eq!(
-        seen["consoleErrors"],
-        serde_json::json!([]),
-        "the page logged errors"
-    );
+    assert_eq!(seen["consoleErrors"], json!([]), "the page logged errors");
     Seen(seen)
 }
 
@@ -67,60 +73,239 @@ async fn confirmed(app: &TestApp) -> bool {
 }
 
 #[tokio::test]
-async fn opening_the_link_confirms_nothing_until_the_person_clicks() {
+async fn a_newcomer_signs_up_on_the_demo_page_and_confirms_from_the_email() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let link = app.smtp_link_for("clicker@example.com").await;
 
-    let opened = browse(&link, "open", "confirm-ready", "1024x768").await;
-    assert_eq!(opened.state(), "ready");
-    assert!(opened.0["buttonVisible"].as_bool().unwrap());
+    let signed_up = browse(json!([
+        { "goto": app.url("/"), "size": "390x844" },
+        { "waitState": ["ready"] },
+        { "read": "#password-hint", "as": "hint" },
+        { "screenshot": "signup-empty" },
+        { "fill": "#email", "value": "newcomer@example.com" },
+        { "fill": "#password", "value": "short" },
+        { "read": "#password-hint", "as": "short" },
+        { "fill": "#password", "value": PASSWORD },
+        { "read": "#password-hint", "as": "long-enough" },
+        { "fill": "#displayName", "value": "Newcomer" },
+        { "screenshot": "signup-filled" },
+        { "click": "#submit" },
+        { "waitState": ["sent", "invalid", "error"] },
+        { "read": "#sent-message", "as": "sent" },
+        { "screenshot": "signup-sent" },
+    ]))
+    .await;
+    assert_eq!(signed_up.state(), "sent");
     assert_eq!(
-        opened.0["posts"],
-        serde_json::json!([]),
+        signed_up.read("hint"),
+        "Use 12 to 128 characters. Spaces and any characters are fine."
+    );
+    assert_eq!(signed_up.read("short"), "7 more characters needed.");
+    assert_eq!(signed_up.read("long-enough"), "Long enough.");
+    assert!(
+        signed_up.read("sent").contains("newcomer@example.com"),
+        "{}",
+        signed_up.read("sent")
+    );
+
+    let mail = app.smtp.next_mail().await;
+    assert!(mail.text().contains("Hello Newcomer,"));
+    let link = mail.link();
+
+    // Opening the link changes nothing: mail scanners do that too.
+    let opened = browse(json!([
+        { "goto": link, "size": "390x844" },
+        { "wait": 500 },
+        { "visible": "#confirm", "as": "button" },
+        { "screenshot": "confirm-ready" },
+    ]))
+    .await;
+    assert_eq!(opened.state(), "ready");
+    assert_eq!(opened.read("button"), "true");
+    assert_eq!(
+        opened.posts(),
+        &json!([]),
         "the page sent a request on load"
     );
     assert!(!confirmed(&app).await);
 
-    // A phone-sized screen, as most people open their mail.
-    let clicked = browse(&link, "click", "confirm-confirmed", "390x844").await;
-    assert_eq!(clicked.state(), "confirmed", "{}", clicked.message());
-    assert!(
-        clicked.message().contains("clicker@example.com"),
-        "{}",
-        clicked.message()
-    );
-    assert_eq!(clicked.0["posts"], serde_json::json!(["/graphql"]));
+    let clicked = browse(json!([
+        { "goto": link, "size": "390x844" },
+        { "click": "#confirm" },
+        { "waitState": ["confirmed", "invalid", "expired", "superseded", "error"] },
+        { "read": "#message", "as": "message" },
+        { "screenshot": "confirm-confirmed" },
+    ]))
+    .await;
+    assert_eq!(clicked.state(), "confirmed", "{}", clicked.read("message"));
+    assert!(clicked.read("message").contains("newcomer@example.com"));
+    assert_eq!(clicked.posts(), &json!(["/graphql"]));
     assert!(confirmed(&app).await);
 
-    // Opening the link again and clicking again (a reload, a second tab) still says confirmed.
-    let again = browse(&link, "click", "confirm-confirmed-again", "1024x768").await;
-    assert_eq!(again.state(), "confirmed", "{}", again.message());
+    // A second click on the same link (a reload, another tab) still says confirmed.
+    let again = browse(json!([
+        { "goto": link },
+        { "click": "#confirm" },
+        { "waitState": ["confirmed", "invalid", "expired", "superseded", "error"] },
+        { "screenshot": "confirm-confirmed-again" },
+    ]))
+    .await;
+    assert_eq!(again.state(), "confirmed");
 }
 
 #[tokio::test]
-async fn the_page_explains_an_invalid_a_superseded_an_expired_and_a_missing_link() {
+async fn the_form_shows_each_error_next_to_its_field() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let seen = browse(json!([
+        { "goto": app.url("/") },
+        { "waitState": ["ready"] },
+        { "fill": "#email", "value": "not-an-address" },
+        { "fill": "#password", "value": "short" },
+        { "click": "#submit" },
+        { "waitState": ["sent", "invalid", "error"] },
+        { "read": "#email-error", "as": "email" },
+        { "read": "#password-error", "as": "password" },
+        { "read": "#displayName-error", "as": "displayName" },
+        { "screenshot": "signup-field-errors" },
+    ]))
+    .await;
+    assert_eq!(seen.state(), "invalid");
+    assert_eq!(
+        seen.read("email"),
+        "Enter a valid email address, like name@example.com."
+    );
+    assert_eq!(seen.read("password"), "Use at least 12 characters.");
+    assert_eq!(seen.read("displayName"), "");
+    assert!(app.smtp.received().is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_link_offers_a_new_one_by_email_and_the_new_one_works() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &["--resend-cooldown", "0s"]).await;
+    let link = app.smtp_link_for("late@example.com").await;
+    app.expire_tokens(None, chrono::TimeDelta::seconds(1)).await;
+
+    let seen = browse(json!([
+        { "goto": link, "size": "390x844" },
+        { "click": "#confirm" },
+        { "waitState": ["confirmed", "invalid", "expired", "superseded", "error"] },
+        { "read": "#message", "as": "expired" },
+        { "screenshot": "confirm-expired" },
+        { "fill": "#resend-email", "value": "late@example.com" },
+        { "click": "#resend-submit" },
+        { "waitState": ["resent", "rate-limited", "resend-invalid", "error"] },
+        { "read": "#message", "as": "resent" },
+        { "screenshot": "confirm-resent" },
+    ]))
+    .await;
+    assert_eq!(seen.state(), "resent");
+    assert!(seen.read("expired").contains("expired"));
+    assert!(seen.read("resent").contains("Check your inbox"));
+    assert!(!confirmed(&app).await);
+
+    let fresh = app.smtp.next_mail().await.link();
+    assert_ne!(fresh, link);
+    let seen = browse(json!([
+        { "goto": fresh },
+        { "click": "#confirm" },
+        { "waitState": ["confirmed", "invalid", "expired", "superseded", "error"] },
+    ]))
+    .await;
+    assert_eq!(seen.state(), "confirmed");
+}
+
+#[tokio::test]
+async fn asking_again_too_soon_shows_how_long_to_wait() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let link = app.smtp_link_for("eager@example.com").await;
+    app.expire_tokens(None, chrono::TimeDelta::seconds(1)).await;
+
+    // The sign-up email started the cooldown: asking for a new link at once is refused.
+    let seen = browse(json!([
+        { "goto": link },
+        { "click": "#confirm" },
+        { "waitState": ["expired"] },
+        { "fill": "#resend-email", "value": "eager@example.com" },
+        { "click": "#resend-submit" },
+        { "waitState": ["resent", "rate-limited", "resend-invalid", "error"] },
+        { "read": "#resend-error", "as": "wait" },
+        { "screenshot": "confirm-rate-limited" },
+    ]))
+    .await;
+    assert_eq!(seen.state(), "rate-limited");
+    assert!(
+        seen.read("wait").contains("seconds"),
+        "{}",
+        seen.read("wait")
+    );
+}
+
+#[tokio::test]
+async fn the_page_explains_an_invalid_a_superseded_and_a_missing_link() {
     let app = TestApp::spawn_with(Backend::Sqlite, &["--resend-cooldown", "0s"]).await;
     let link = app.smtp_link_for("explain@example.com").await;
     let (base, token) = link.split_once("#token=").unwrap();
+    let click = |url: String, shot: &str| {
+        json!([
+            { "goto": url },
+            { "click": "#confirm" },
+            { "waitState": ["confirmed", "invalid", "expired", "superseded", "error"] },
+            { "read": "#message", "as": "message" },
+            { "screenshot": shot },
+        ])
+    };
 
     let altered = format!("{base}#token={}", token.chars().rev().collect::<String>());
-    let invalid = browse(&altered, "click", "confirm-invalid", "1024x768").await;
-    assert_eq!(invalid.state(), "invalid", "{}", invalid.message());
-    assert!(invalid.message().contains("not valid"));
+    let invalid = browse(click(altered, "confirm-invalid")).await;
+    assert_eq!(invalid.state(), "invalid");
+    assert!(invalid.read("message").contains("not valid"));
 
-    let missing = browse(base, "open", "confirm-missing", "1024x768").await;
+    let missing = browse(json!([
+        { "goto": base },
+        { "visible": "#confirm", "as": "button" },
+        { "screenshot": "confirm-missing" },
+    ]))
+    .await;
     assert_eq!(missing.state(), "missing");
-    assert!(!missing.0["buttonVisible"].as_bool().unwrap());
+    assert_eq!(missing.read("button"), "false");
 
     assert_eq!(app.resend("explain@example.com").await["accepted"], true);
-    let newest = app.smtp.next_mail().await.link();
-    let superseded = browse(&link, "click", "confirm-superseded", "1024x768").await;
-    assert_eq!(superseded.state(), "superseded", "{}", superseded.message());
-    assert!(superseded.message().contains("most recent email"));
-
-    app.expire_tokens(None, chrono::TimeDelta::seconds(1)).await;
-    let expired = browse(&newest, "click", "confirm-expired", "1024x768").await;
-    assert_eq!(expired.state(), "expired", "{}", expired.message());
-    assert!(expired.message().contains("expired"));
+    app.smtp.next_mail().await;
+    let superseded = browse(click(link.clone(), "confirm-superseded")).await;
+    assert_eq!(superseded.state(), "superseded");
+    assert!(superseded.read("message").contains("most recent email"));
     assert!(!confirmed(&app).await);
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_be_reached_gets_a_retry_not_a_dead_end() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let link = app.smtp_link_for("offline@example.com").await;
+    // The page loads, then the network goes away before the click.
+    let seen = browse(json!([
+        { "goto": link },
+        { "offline": true },
+        { "click": "#confirm" },
+        { "waitState": ["confirmed", "invalid", "expired", "superseded", "error"] },
+        { "read": "#message", "as": "message" },
+        { "visible": "#confirm", "as": "retry" },
+        { "screenshot": "confirm-network-error" },
+    ]))
+    .await;
+    assert_eq!(seen.state(), "error");
+    assert!(seen.read("message").contains("try again"));
+    assert_eq!(seen.read("retry"), "true");
+    assert!(!confirmed(&app).await);
+
+    // Back online, the same button confirms.
+    let seen = browse(json!([
+        { "goto": link },
+        { "offline": true },
+        { "click": "#confirm" },
+        { "waitState": ["error"] },
+        { "offline": false },
+        { "click": "#confirm" },
+        { "waitState": ["confirmed", "invalid", "expired", "superseded", "error"] },
+    ]))
+    .await;
+    assert_eq!(seen.state(), "confirmed");
 }

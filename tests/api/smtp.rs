@@ -109,6 +109,8 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
     /// Signalled when a message's data has been read and its confirmation is pending.
     data_read: Notify,
+    /// How many messages `next_mail` has handed out.
+    taken: std::sync::atomic::AtomicUsize,
 }
 
 impl SmtpServer {
@@ -133,6 +135,7 @@ impl SmtpServer {
             arrived: Notify::new(),
             behaviour: Mutex::new(Behaviour::Accept),
             data_read: Notify::new(),
+            taken: std::sync::atomic::AtomicUsize::new(0),
         });
         let task = tokio::spawn({
             let shared = Arc::clone(&shared);
@@ -182,10 +185,14 @@ impl SmtpServer {
         }
     }
 
-    /// Waits for the next message after those already received.
+    /// Waits for the next message not yet taken by this method (messages are read in the
+    /// order they arrived, like an inbox), and takes it.
     pub async fn next_mail(&self) -> ReceivedMail {
-        let count = self.received().len() + 1;
-        self.wait_for(count).await.pop().expect("a message")
+        let index = self
+            .shared
+            .taken
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.wait_for(index + 1).await.swap_remove(index)
     }
 }
 

@@ -1,11 +1,14 @@
-// Opens a page of admit in Debian's Chromium, optionally clicks a button, and prints what a
-// person would see as one JSON line: {state, message, posts, consoleErrors}.
-// Usage: node drive.mjs URL (open|click) SCREENSHOT.png [WIDTHxHEIGHT]
+// Drives Debian's Chromium through admit's pages, as a person would, and prints what it saw as
+// one JSON line. Usage: node drive.mjs STEPS_JSON SCREENSHOT_DIR
+// Steps: {"goto": url, "size": "390x844"?} {"fill": selector, "value": text} {"click": selector}
+//        {"waitState": [states]} {"wait": ms} {"read": selector, "as": key} {"visible": selector, "as": key}
+//        {"offline": true|false} {"screenshot": name}
+// Output: {state, reads, posts, external, consoleErrors}
 import { chromium } from "playwright-core";
+import path from "node:path";
 
-const [url, action, screenshot, size = "1024x768"] = process.argv.slice(2);
-const [width, height] = size.split("x").map(Number);
-const settled = ["confirmed", "invalid", "expired", "superseded", "missing", "error"];
+const [stepsJson, shots] = process.argv.slice(2);
+const steps = JSON.parse(stepsJson);
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
@@ -14,31 +17,54 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
+const seen = { reads: {}, posts: [], external: [], consoleErrors: [] };
 try {
-  const page = await browser.newPage({ viewport: { width, height } });
-  const posts = [];
-  const external = [];
-  const consoleErrors = [];
+  const first = steps.find((step) => step.goto);
+  const [width, height] = (first && first.size ? first.size : "1024x768").split("x").map(Number);
+  const context = await browser.newContext({ viewport: { width, height } });
+  const page = await context.newPage();
+  let origin = null;
   page.on("request", (request) => {
-    if (request.method() === "POST") posts.push(new URL(request.url()).pathname);
-    if (!request.url().startsWith(new URL(url).origin)) external.push(request.url());
+    if (request.method() === "POST") seen.posts.push(new URL(request.url()).pathname);
+    if (origin && !request.url().startsWith(origin)) seen.external.push(request.url());
   });
-  page.on("console", (msg) => { if (msg.type() === "error") consoleErrors.push(msg.text()); });
-  await page.goto(url, { waitUntil: "networkidle" });
-  if (action === "click") {
-    await page.getByRole("button", { name: "Confirm my account" }).click();
-    await page.waitForFunction(
-      (states) => states.includes(document.body.dataset.state), settled, { timeout: 15000 });
-  } else {
-    // Give any script that would act on load every chance to do so.
-    await page.waitForTimeout(500);
-    await page.waitForLoadState("networkidle");
+  let offline = false;
+  page.on("console", (msg) => {
+    if (msg.type() !== "error") return;
+    // While offline on purpose, the browser reports the failed request itself; that is the
+    // point of the step, not an error of the page.
+    if (offline && msg.text().includes("net::ERR_INTERNET_DISCONNECTED")) return;
+    seen.consoleErrors.push(msg.text());
+  });
+  for (const step of steps) {
+    if (step.goto) {
+      origin = new URL(step.goto).origin;
+      await page.goto(step.goto, { waitUntil: "networkidle" });
+    } else if (step.fill) {
+      await page.fill(step.fill, step.value);
+    } else if (step.click) {
+      await page.click(step.click);
+    } else if (step.waitState) {
+      await page.waitForFunction(
+        (states) => states.includes(document.body.dataset.state), step.waitState, { timeout: 15000 });
+    } else if (step.wait) {
+      await page.waitForTimeout(step.wait);
+      await page.waitForLoadState("networkidle");
+    } else if (step.read) {
+      seen.reads[step.as] = await page.locator(step.read).innerText();
+    } else if (step.visible) {
+      seen.reads[step.as] = await page.locator(step.visible).isVisible();
+    } else if ("offline" in step) {
+      offline = step.offline;
+      await context.setOffline(offline);
+    } else if (step.screenshot) {
+      await page.screenshot({ path: path.join(shots, step.screenshot + ".png"), fullPage: true });
+    } else {
+      throw new Error("unknown step " + JSON.stringify(step));
+    }
   }
-  await page.screenshot({ path: screenshot, fullPage: true });
-  const state = await page.evaluate(() => document.body.dataset.state);
-  const message = await page.locator("#message").innerText();
-  const buttonVisible = await page.getByRole("button", { name: "Confirm my account" }).isVisible();
-  console.log(JSON.stringify({ state, message, buttonVisible, posts, external, consoleErrors }));
+  seen.state = await page.evaluate(() => document.body.dataset.state);
+  console.log(JSON.stringify(seen));
 } finally {
   await browser.close();
 }

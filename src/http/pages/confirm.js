@@ -1,59 +1,106 @@
 (function () {
   "use strict";
   var message = document.getElementById("message");
-  var button = document.getElementById("confirm");
+  var confirmButton = document.getElementById("confirm");
+  var resendForm = document.getElementById("resend");
+  var resendEmail = document.getElementById("resend-email");
+  var resendError = document.getElementById("resend-error");
+  var resendButton = document.getElementById("resend-submit");
   var endpoint = new URL("graphql", window.location.href).toString();
   var token = new URLSearchParams(window.location.hash.slice(1)).get("token");
-  var mutation =
-    "mutation ConfirmAccount($token: String!) {" +
-    " confirmAccount(token: $token) { user { email confirmedAt } userErrors { code message } } }";
 
-  function show(state, text) {
+  function show(state, text, tone) {
     document.body.setAttribute("data-state", state);
     message.textContent = text;
+    message.className = tone || "";
   }
 
-  if (!token) {
-    show("missing", "This link has no confirmation code. Open the link from your email again, " +
-      "or copy the whole link into the address bar.");
-    return;
-  }
-  // Nothing is sent until the person clicks: mail scanners open links and run scripts.
-  show("ready", "Click the button to activate your account.");
-  button.hidden = false;
-
-  button.addEventListener("click", function () {
-    button.disabled = true;
-    show("pending", "Confirming…");
-    fetch(endpoint, {
+  function call(query, variables) {
+    return fetch(endpoint, {
       method: "POST",
       headers: {
         "Content-Type": "application/json",
         "Accept": "application/graphql-response+json, application/json"
       },
-      body: JSON.stringify({ query: mutation, variables: { token: token } })
-    })
-      .then(function (response) { return response.json(); })
+      body: JSON.stringify({ query: query, variables: variables })
+    }).then(function (response) { return response.json(); });
+  }
+
+  function offerResend() {
+    resendForm.hidden = false;
+    resendEmail.focus();
+  }
+
+  if (!token) {
+    show("missing", "This link has no confirmation code. Open the link from your email again, " +
+      "or copy the whole link into the address bar.", "bad");
+    return;
+  }
+  // Nothing is sent until the person clicks: mail scanners open links and run scripts.
+  show("ready", "Click the button to activate your account.");
+  confirmButton.hidden = false;
+
+  confirmButton.addEventListener("click", function () {
+    confirmButton.disabled = true;
+    show("pending", "Confirming…");
+    call("mutation ConfirmAccount($token: String!) {" +
+      " confirmAccount(token: $token) { user { email confirmedAt } userErrors { code message } } }",
+      { token: token })
       .then(function (body) {
         var payload = body && body.data && body.data.confirmAccount;
         if (!payload) { throw new Error("no payload"); }
-        button.hidden = true;
+        confirmButton.hidden = true;
         if (payload.user) {
-          show("confirmed", "Your account " + payload.user.email + " is confirmed. You can close this page.");
+          show("confirmed", "Your account " + payload.user.email + " is confirmed. You can close this page.", "good");
           return;
         }
         var code = payload.userErrors.length ? payload.userErrors[0].code : "";
         if (code === "TOKEN_SUPERSEDED") {
-          show("superseded", "A newer confirmation email was sent to you. Please use the link in the most recent email.");
+          show("superseded", "A newer confirmation email was sent to you. Please use the link in the most recent email.", "bad");
         } else if (code === "TOKEN_EXPIRED") {
-          show("expired", "This link has expired, so your account was not confirmed.");
+          show("expired", "This link has expired, so your account was not confirmed. We can send you a new one.", "bad");
+          offerResend();
         } else {
-          show("invalid", "This link is not valid. Make sure you opened the whole link from your most recent email.");
+          show("invalid", "This link is not valid. Make sure you opened the whole link from your most recent email.", "bad");
         }
       })
       .catch(function () {
-        button.disabled = false;
-        show("error", "We could not reach the server. Check your connection and try again.");
+        confirmButton.disabled = false;
+        show("error", "We could not reach the server. Check your connection and try again.", "bad");
+      });
+  });
+
+  resendForm.addEventListener("submit", function (event) {
+    event.preventDefault();
+    resendButton.disabled = true;
+    resendError.textContent = "";
+    call("mutation Resend($email: String!) {" +
+      " resendConfirmation(email: $email) { accepted retryAfterSeconds userErrors { code message } } }",
+      { email: resendEmail.value })
+      .then(function (body) {
+        var payload = body && body.data && body.data.resendConfirmation;
+        if (!payload) { throw new Error("no payload"); }
+        resendButton.disabled = false;
+        if (payload.accepted) {
+          resendForm.hidden = true;
+          show("resent", "If " + resendEmail.value.trim() + " has an account waiting for confirmation, " +
+            "a new link is on its way. Check your inbox.", "good");
+          return;
+        }
+        var error = payload.userErrors[0] || { code: "", message: "Please try again." };
+        if (error.code === "RATE_LIMITED") {
+          document.body.setAttribute("data-state", "rate-limited");
+          resendError.textContent = "An email was sent to this address very recently. " +
+            "Please wait " + payload.retryAfterSeconds + " seconds before asking again.";
+        } else {
+          document.body.setAttribute("data-state", "resend-invalid");
+          resendError.textContent = error.message;
+        }
+      })
+      .catch(function () {
+        resendButton.disabled = false;
+        document.body.setAttribute("data-state", "error");
+        resendError.textContent = "We could not reach the server. Check your connection and try again.";
       });
   });
 })();
