@@ -1,6 +1,7 @@
 //! admit's integration tests: one binary, real databases, real SMTP, real HTTP.
 
 mod binary;
+mod client;
 mod confirm;
 mod delivery;
 mod helpers;

@@ -1,0 +1,97 @@
+// A tiny typed client for admit, built on the documents GraphQL Code Generator makes from
+// src/operations.graphql. Copy it into your app, or use the generated types with your own
+// GraphQL client (urql, Apollo, TanStack Query, ...).
+import {
+  ConfirmAccountDocument,
+  PasswordPolicyDocument,
+  RegisterDocument,
+  ResendConfirmationDocument,
+  type ErrorCode,
+  type RegisterInput,
+} from "./gql/graphql";
+import type { TypedDocumentString } from "./gql/graphql";
+
+/** A problem to show next to a form field, keyed by the input field's name. */
+export type FieldErrors = Partial<Record<string, { message: string; code: ErrorCode }>>;
+
+/** What a sign-up form needs to know after submitting. */
+export type SignUpOutcome =
+  | { kind: "accepted" }
+  | { kind: "invalid"; fields: FieldErrors }
+  | { kind: "rateLimited"; retryAfterSeconds: number };
+
+/** What a landing page needs to know after the person clicked "Confirm". */
+export type ConfirmOutcome =
+  | { kind: "confirmed"; email: string; confirmedAt: string | null }
+  | { kind: "expired" | "superseded" | "invalid"; message: string };
+
+export class AdmitClient {
+  constructor(private readonly endpoint: string) {}
+
+  private async execute<TResult, TVariables>(
+    document: TypedDocumentString<TResult, TVariables>,
+    variables: TVariables,
+  ): Promise<TResult> {
+    const response = await fetch(this.endpoint, {
+      method: "POST",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "application/graphql-response+json, application/json",
+      },
+      credentials: "include",
+      body: JSON.stringify({ query: document.toString(), variables }),
+    });
+    const body = (await response.json()) as { data?: TResult; errors?: { message: string }[] };
+    if (!body.data) {
+      throw new Error(body.errors?.map((error) => error.message).join("; ") ?? `HTTP ${response.status}`);
+    }
+    return body.data;
+  }
+
+  /** The password rule, for a live hint under the password field. */
+  async passwordPolicy(): Promise<{ minLength: number; maxLength: number }> {
+    const data = await this.execute(PasswordPolicyDocument, {});
+    return data.passwordPolicy;
+  }
+
+  async signUp(input: RegisterInput): Promise<SignUpOutcome> {
+    const { register } = await this.execute(RegisterDocument, { input });
+    if (register.accepted) {
+      return { kind: "accepted" };
+    }
+    const limited = register.userErrors.find((error) => error.code === "RATE_LIMITED");
+    if (limited) {
+      return { kind: "rateLimited", retryAfterSeconds: register.retryAfterSeconds ?? 60 };
+    }
+    const fields: FieldErrors = {};
+    for (const error of register.userErrors) {
+      const name = error.field?.[error.field.length - 1] ?? "form";
+      fields[name] = { message: error.message, code: error.code };
+    }
+    return { kind: "invalid", fields };
+  }
+
+  /** Call on the person's click, never on page load: mail scanners open links too. */
+  async confirm(token: string): Promise<ConfirmOutcome> {
+    const { confirmAccount } = await this.execute(ConfirmAccountDocument, { token });
+    if (confirmAccount.user) {
+      return {
+        kind: "confirmed",
+        email: confirmAccount.user.email,
+        confirmedAt: confirmAccount.user.confirmedAt ?? null,
+      };
+    }
+    const [error] = confirmAccount.userErrors;
+    const kind =
+      error?.code === "TOKEN_EXPIRED" ? "expired" : error?.code === "TOKEN_SUPERSEDED" ? "superseded" : "invalid";
+    return { kind, message: error?.message ?? "This link is not valid." };
+  }
+
+  async resendConfirmation(email: string): Promise<{ accepted: boolean; retryAfterSeconds: number | null }> {
+    const { resendConfirmation } = await this.execute(ResendConfirmationDocument, { email });
+    return {
+      accepted: resendConfirmation.accepted,
+      retryAfterSeconds: resendConfirmation.retryAfterSeconds ?? null,
+    };
+  }
+}
