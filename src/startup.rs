@@ -18,6 +18,7 @@ use crate::{
 /// A service whose database is migrated and whose socket is bound, ready to [`run`](Self::run).
 pub struct Application {
     listener: TcpListener,
+    public_url: Url,
     state: AppState,
     dispatcher: Dispatcher,
 }
@@ -71,6 +72,7 @@ impl Application {
         };
         Ok(Self {
             listener,
+            public_url,
             state,
             dispatcher,
         })
@@ -106,7 +108,8 @@ impl Application {
             database = %settings.database_for_log(),
             mail = %settings.mail_for_log(),
             confirm_url = %self.state.confirm_url,
-            "admit is serving"
+            "admit is serving: open {}",
+            self.public_url
         );
         let app = crate::http::router(self.state.clone());
         axum::serve(self.listener, app)
