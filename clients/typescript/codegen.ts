@@ -10,6 +10,8 @@ const config: CodegenConfig = {
   generates: {
     "src/gql/": {
       preset: "client",
+      // Payloads are read whole by the client below; no fragment masking.
+      presetConfig: { fragmentMasking: false },
       config: {
         // Plain strings instead of parsed ASTs: no graphql runtime in the browser bundle.
         documentMode: "string",

@@ -24,7 +24,9 @@ struct Page {
 }
 
 impl Page {
-    fn new(html: &str, script: &str) -> Self {
+    fn new(html: &str, page_script: &str) -> Self {
+        let script = format!("{}\n{page_script}", include_str!("pages/api.js"));
+        let script = script.as_str();
         let csp = format!(
             "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; \
              base-uri 'none'; form-action 'none'; frame-ancestors 'none'",

@@ -18,7 +18,8 @@ pub struct OutgoingEmail {
 
 /// Every template, by the file name that overrides it. Names ending in `.html` are
 /// HTML-escaped: a display name cannot inject markup.
-const BUILT_IN: [(&str, &str); 6] = [
+const BUILT_IN: [(&str, &str); 7] = [
+    ("layout.html", include_str!("templates/layout.html")),
     (
         "confirmation.subject.txt",
         include_str!("templates/confirmation.subject.txt"),

@@ -6,7 +6,6 @@
   var resendEmail = document.getElementById("resend-email");
   var resendError = document.getElementById("resend-error");
   var resendButton = document.getElementById("resend-submit");
-  var endpoint = new URL("graphql", window.location.href).toString();
   var token = new URLSearchParams(window.location.hash.slice(1)).get("token");
 
   function show(state, text, tone) {
@@ -15,16 +14,6 @@
     message.className = tone || "";
   }
 
-  function call(query, variables) {
-    return fetch(endpoint, {
-      method: "POST",
-      headers: {
-        "Content-Type": "application/json",
-        "Accept": "application/graphql-response+json, application/json"
-      },
-      body: JSON.stringify({ query: query, variables: variables })
-    }).then(function (response) { return response.json(); });
-  }
 
   function offerResend() {
     resendForm.hidden = false;
@@ -43,7 +32,7 @@
   confirmButton.addEventListener("click", function () {
     confirmButton.disabled = true;
     show("pending", "Confirming…");
-    call("mutation ConfirmAccount($token: String!) {" +
+    callAdmit("mutation ConfirmAccount($token: String!) {" +
       " confirmAccount(token: $token) { user { email confirmedAt } userErrors { code message } } }",
       { token: token })
       .then(function (body) {
@@ -74,7 +63,7 @@
     event.preventDefault();
     resendButton.disabled = true;
     resendError.textContent = "";
-    call("mutation Resend($email: String!) {" +
+    callAdmit("mutation Resend($email: String!) {" +
       " resendConfirmation(email: $email) { accepted retryAfterSeconds userErrors { code message } } }",
       { email: resendEmail.value })
       .then(function (body) {

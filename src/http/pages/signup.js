@@ -5,19 +5,8 @@
   var hint = document.getElementById("password-hint");
   var formError = document.getElementById("form-error");
   var submit = document.getElementById("submit");
-  var endpoint = new URL("graphql", window.location.href).toString();
   var policy = null;
 
-  function call(query, variables) {
-    return fetch(endpoint, {
-      method: "POST",
-      headers: {
-        "Content-Type": "application/json",
-        "Accept": "application/graphql-response+json, application/json"
-      },
-      body: JSON.stringify({ query: query, variables: variables || {} })
-    }).then(function (response) { return response.json(); });
-  }
 
   function input(name) { return document.getElementById(name); }
   function errorOf(name) { return document.getElementById(name + "-error"); }
@@ -49,7 +38,7 @@
     formError.textContent = "";
   }
 
-  call("query PasswordPolicy { passwordPolicy { minLength maxLength } }")
+  callAdmit("query PasswordPolicy { passwordPolicy { minLength maxLength } }")
     .then(function (body) {
       policy = body.data.passwordPolicy;
       updateHint();
@@ -68,7 +57,7 @@
     document.body.setAttribute("data-state", "submitting");
     var email = input("email").value;
     var displayName = input("displayName").value;
-    call("mutation Register($input: RegisterInput!) {" +
+    callAdmit("mutation Register($input: RegisterInput!) {" +
       " register(input: $input) { accepted retryAfterSeconds userErrors { field message code } } }",
       { input: { email: email, password: input("password").value, displayName: displayName || null } })
       .then(function (body) {
