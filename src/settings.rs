@@ -230,17 +230,12 @@ pub enum SettingsError {
     /// The purge would spin.
     #[error("ADMIT_PURGE_INTERVAL must be longer than zero")]
     PurgeInterval,
-    /// The token lifetime is zero.
-    #[error("ADMIT_TOKEN_TTL must be longer than zero")]
+    /// The token lifetime is zero or beyond what timestamps can hold.
+    #[error("ADMIT_TOKEN_TTL must be longer than zero and shorter than a million years")]
     TokenTtl,
 }
 
 impl Settings {
-    /// Reads the settings from the environment alone, as `admit` would with no flags.
-    pub fn from_env() -> Result<Self, clap::Error> {
-        Cli::try_parse_from(["admit"]).map(|cli| cli.settings)
-    }
-
     /// Rejects combinations of settings that cannot work.
     pub fn check(&self) -> Result<(), SettingsError> {
         if self.password_min_length == 0 || self.password_min_length > self.password_max_length {
@@ -261,7 +256,7 @@ impl Settings {
         if self.purge_interval.is_zero() {
             return Err(SettingsError::PurgeInterval);
         }
-        if self.token_ttl.is_zero() {
+        if self.token_ttl.is_zero() || chrono::TimeDelta::from_std(self.token_ttl).is_err() {
             return Err(SettingsError::TokenTtl);
         }
         Ok(())
@@ -275,6 +270,11 @@ impl Settings {
             cooldown: chrono::TimeDelta::from_std(self.resend_cooldown)
                 .unwrap_or(chrono::TimeDelta::MAX),
         }
+    }
+
+    /// How long a confirmation token lives, as the database timestamps count it.
+    pub fn token_lifetime(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.token_ttl).unwrap_or(chrono::TimeDelta::MAX)
     }
 
     /// The password rule in force.
@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn debug_output_of_settings_never_shows_secrets() {
-        let mut settings = Settings::from_env().unwrap();
+        let mut settings = Cli::try_parse_from(["admit"]).unwrap().settings;
         settings.smtp_url = Some(SecretString::from("smtps://me:s3cr3t-pass@mail.example"));
         assert!(!format!("{settings:?}").contains("s3cr3t-pass"));
     }

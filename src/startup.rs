@@ -3,7 +3,6 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use chrono::TimeDelta;
 use tokio::{net::TcpListener, sync::watch};
 use url::Url;
 
@@ -66,8 +65,6 @@ impl Application {
             outbox,
             templates,
             confirm_url: Arc::new(confirm_url),
-            token_ttl: TimeDelta::from_std(settings.token_ttl)
-                .context("ADMIT_TOKEN_TTL is too long")?,
             settings: Arc::new(settings),
         };
         Ok(Self {

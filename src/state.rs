@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use chrono::TimeDelta;
 use sea_orm::DatabaseConnection;
 use url::Url;
 
@@ -28,8 +27,6 @@ pub struct AppState {
     pub templates: Templates,
     /// The page confirmation links point at, without fragment.
     pub confirm_url: Arc<Url>,
-    /// How long a confirmation token lives.
-    pub token_ttl: TimeDelta,
 }
 
 impl AppState {

@@ -4,7 +4,7 @@
 use async_graphql::{
     BatchRequest, BatchResponse, Request, Response as GqlResponse, Value,
     http::{GraphiQLSource, parse_query_string},
-    parser::{parse_query, types::OperationType},
+    parser::types::OperationType,
 };
 use axum::{
     body::Bytes,
@@ -32,11 +32,11 @@ pub(super) async fn get(State(http): State<HttpState>, headers: HeaderMap, uri: 
         )
         .into_response();
     }
-    let request = match parse_query_string(raw) {
+    let mut request = match parse_query_string(raw) {
         Ok(request) => request,
         Err(err) => return error_response(StatusCode::BAD_REQUEST, &err.to_string(), None),
     };
-    if selects_mutation(&request) {
+    if selects_mutation(&mut request) {
         let mut response = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "Mutations must be sent with POST.",
@@ -112,11 +112,13 @@ fn is_request_error(response: &GqlResponse) -> bool {
 
 /// Whether the operation a GET would run is a mutation (or subscription): those change state
 /// and must not be reachable by a link or a prefetch.
-fn selects_mutation(request: &Request) -> bool {
-    let Ok(document) = parse_query(&request.query) else {
+fn selects_mutation(request: &mut Request) -> bool {
+    let name = request.operation_name.clone();
+    // Parsed once: the request keeps the document, and execution reuses it.
+    let Ok(document) = request.parsed_query() else {
         return false;
     };
-    let operation = match &request.operation_name {
+    let operation = match &name {
         Some(name) => document
             .operations
             .iter()

@@ -256,7 +256,7 @@ async fn issue_confirmation(
         purpose: Set(PURPOSE_ACCOUNT_CONFIRMATION.to_owned()),
         token_hash: Set(token.hash().as_str().to_owned()),
         created_at: Set(now),
-        expires_at: Set(now + state.token_ttl),
+        expires_at: Set(now + state.settings.token_lifetime()),
         consumed_at: Set(None),
         superseded_at: Set(None),
     })

@@ -45,7 +45,10 @@ async fn confirm_account_activates_the_account_from_the_mailed_link(backend: Bac
 
 async fn confirm_account_returns_the_same_user_when_the_token_is_presented_again(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let token = app.register_and_read_token("again@example.com").await;
+    let token = app
+        .register_and_read_mail("again@example.com")
+        .await
+        .token();
 
     let first = app.confirm(&token).await;
     let second = app.confirm(&token).await;
@@ -56,7 +59,10 @@ async fn confirm_account_returns_the_same_user_when_the_token_is_presented_again
 
 async fn confirm_account_rejects_an_altered_or_malformed_token(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let token = app.register_and_read_token("altered@example.com").await;
+    let token = app
+        .register_and_read_mail("altered@example.com")
+        .await
+        .token();
     let mut altered: Vec<char> = token.chars().collect();
     altered[10] = if altered[10] == 'A' { 'B' } else { 'A' };
     let altered: String = altered.into_iter().collect();
@@ -79,7 +85,7 @@ async fn confirm_account_rejects_an_altered_or_malformed_token(backend: Backend)
 
 async fn confirm_account_rejects_an_expired_token(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let token = app.register_and_read_token("late@example.com").await;
+    let token = app.register_and_read_mail("late@example.com").await.token();
     // Age the token rather than sleep: the row is what the service consults.
     app.expire_tokens(None, chrono::TimeDelta::seconds(1)).await;
 
@@ -93,7 +99,7 @@ async fn confirm_account_rejects_an_expired_token(backend: Backend) {
 
 async fn confirm_account_rejects_a_token_issued_for_another_purpose(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.register_and_read_token("purpose@example.com").await;
+    app.register_and_read_mail("purpose@example.com").await;
     let user = users::Entity::find().one(&app.db).await.unwrap().unwrap();
     let other = "A".repeat(43);
     let now = Utc::now().fixed_offset();
@@ -120,7 +126,10 @@ async fn confirm_account_rejects_a_token_issued_for_another_purpose(backend: Bac
 
 async fn simultaneous_confirmations_with_one_token_confirm_the_account_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let token = app.register_and_read_token("together@example.com").await;
+    let token = app
+        .register_and_read_mail("together@example.com")
+        .await
+        .token();
 
     let answers = futures::future::join_all((0..8).map(|_| app.confirm(&token))).await;
 

@@ -13,7 +13,7 @@ use sea_orm::{
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::smtp::SmtpServer;
+use crate::smtp::{ReceivedMail, SmtpServer};
 
 /// A password that meets the default policy.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -244,18 +244,11 @@ impl TestApp {
         data["confirmAccount"].clone()
     }
 
-    /// Registers `email` with the default password and returns the token from the email.
-    pub async fn register_and_read_token(&self, email: &str) -> String {
+    /// Registers `email` with the default password and returns the email it was sent.
+    pub async fn register_and_read_mail(&self, email: &str) -> ReceivedMail {
         let payload = self.register(email, PASSWORD, None).await;
         assert_eq!(payload["accepted"], true, "{payload}");
-        self.smtp.next_mail().await.token()
-    }
-
-    /// Registers `email` and returns the link from the email, as a person would click it.
-    pub async fn smtp_link_for(&self, email: &str) -> String {
-        let payload = self.register(email, PASSWORD, None).await;
-        assert_eq!(payload["accepted"], true, "{payload}");
-        self.smtp.next_mail().await.link()
+        self.smtp.next_mail().await
     }
 
     /// Stops the service and starts a new one on the same database, SMTP server and settings.

@@ -37,7 +37,10 @@ fn assert_rate_limited(payload: &Value, field: &[&str], at_most: u64) -> u64 {
 
 async fn resend_confirmation_sends_a_new_link_and_the_old_one_answers_superseded(backend: Backend) {
     let app = TestApp::spawn_with(backend, &["--resend-cooldown", "0s"]).await;
-    let old = app.register_and_read_token("resend@example.com").await;
+    let old = app
+        .register_and_read_mail("resend@example.com")
+        .await
+        .token();
 
     assert_eq!(app.resend(" Resend@Example.com ").await, ACCEPTED());
     let mail = app.smtp.next_mail().await;
@@ -56,9 +59,12 @@ async fn resend_confirmation_answers_unknown_and_confirmed_addresses_alike_and_m
     backend: Backend,
 ) {
     let app = TestApp::spawn_with(backend, &["--resend-cooldown", "0s"]).await;
-    let token = app.register_and_read_token("confirmed@example.com").await;
+    let token = app
+        .register_and_read_mail("confirmed@example.com")
+        .await
+        .token();
     app.confirm(&token).await;
-    app.register_and_read_token("pending@example.com").await;
+    app.register_and_read_mail("pending@example.com").await;
 
     let unknown = app.resend("nobody@example.com").await;
     let confirmed = app.resend("confirmed@example.com").await;
@@ -86,7 +92,7 @@ async fn resend_confirmation_answers_unknown_and_confirmed_addresses_alike_and_m
 
 async fn account_mail_is_rate_limited_per_address_for_every_address_alike(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.register_and_read_token("cool@example.com").await;
+    app.register_and_read_mail("cool@example.com").await;
 
     // A registered address, an unknown one: the second request within the cooldown is refused
     // the same way for both.
@@ -124,7 +130,7 @@ async fn at_most_the_hourly_limit_of_account_emails_reach_one_address(backend: B
         &["--resend-cooldown", "0s", "--resend-hourly-limit", "5"],
     )
     .await;
-    app.register_and_read_token("busy@example.com").await;
+    app.register_and_read_mail("busy@example.com").await;
     for _ in 0..4 {
         assert_eq!(app.resend("busy@example.com").await, ACCEPTED());
     }
@@ -158,7 +164,10 @@ async fn registering_an_unconfirmed_address_again_replaces_the_password_and_supe
 ) {
     let app = TestApp::spawn_with(backend, &["--resend-cooldown", "0s"]).await;
     // Someone registers the address first, with a password of their own...
-    let squatter = app.register_and_read_token("victim@example.com").await;
+    let squatter = app
+        .register_and_read_mail("victim@example.com")
+        .await
+        .token();
     // ...then its owner signs up.
     let owner_password = "the owner's own passphrase";
     let payload = app
@@ -191,7 +200,7 @@ async fn registering_an_unconfirmed_address_again_replaces_the_password_and_supe
 
 async fn simultaneous_resends_for_one_address_send_one_email(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.register_and_read_token("twice@example.com").await;
+    app.register_and_read_mail("twice@example.com").await;
     // Let the cooldown that the sign-up email started run out.
     let earlier = chrono::Utc::now().fixed_offset() - chrono::TimeDelta::minutes(2);
     mail_throttles::Entity::update_many()

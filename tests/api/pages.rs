@@ -181,7 +181,7 @@ async fn the_form_shows_each_error_next_to_its_field() {
 #[tokio::test]
 async fn an_expired_link_offers_a_new_one_by_email_and_the_new_one_works() {
     let app = TestApp::spawn_with(Backend::Sqlite, &["--resend-cooldown", "0s"]).await;
-    let link = app.smtp_link_for("late@example.com").await;
+    let link = app.register_and_read_mail("late@example.com").await.link();
     app.expire_tokens(None, chrono::TimeDelta::seconds(1)).await;
 
     let seen = browse(json!([
@@ -216,7 +216,7 @@ async fn an_expired_link_offers_a_new_one_by_email_and_the_new_one_works() {
 #[tokio::test]
 async fn asking_again_too_soon_shows_how_long_to_wait() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let link = app.smtp_link_for("eager@example.com").await;
+    let link = app.register_and_read_mail("eager@example.com").await.link();
     app.expire_tokens(None, chrono::TimeDelta::seconds(1)).await;
 
     // The sign-up email started the cooldown: asking for a new link at once is refused.
@@ -242,7 +242,10 @@ async fn asking_again_too_soon_shows_how_long_to_wait() {
 #[tokio::test]
 async fn the_page_explains_an_invalid_a_superseded_and_a_missing_link() {
     let app = TestApp::spawn_with(Backend::Sqlite, &["--resend-cooldown", "0s"]).await;
-    let link = app.smtp_link_for("explain@example.com").await;
+    let link = app
+        .register_and_read_mail("explain@example.com")
+        .await
+        .link();
     let (base, token) = link.split_once("#token=").unwrap();
     let click = |url: String, shot: &str| {
         json!([
@@ -279,7 +282,10 @@ async fn the_page_explains_an_invalid_a_superseded_and_a_missing_link() {
 #[tokio::test]
 async fn a_server_that_cannot_be_reached_gets_a_retry_not_a_dead_end() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let link = app.smtp_link_for("offline@example.com").await;
+    let link = app
+        .register_and_read_mail("offline@example.com")
+        .await
+        .link();
     // The page loads, then the network goes away before the click.
     let seen = browse(json!([
         { "goto": link },

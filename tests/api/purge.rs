@@ -40,10 +40,13 @@ async fn emails(app: &TestApp) -> Vec<String> {
 
 async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let stale = app.register_and_read_token("stale@example.com").await;
-    let kept = app.register_and_read_token("kept@example.com").await;
+    let stale = app
+        .register_and_read_mail("stale@example.com")
+        .await
+        .token();
+    let kept = app.register_and_read_mail("kept@example.com").await.token();
     app.confirm(&kept).await;
-    app.register_and_read_token("fresh@example.com").await;
+    app.register_and_read_mail("fresh@example.com").await;
     // Eight days ago, past the default week: one never confirmed, one confirmed.
     age_user(&app, "stale@example.com", TimeDelta::days(8)).await;
     age_user(&app, "kept@example.com", TimeDelta::days(8)).await;
@@ -132,8 +135,8 @@ async fn the_server_purges_never_confirmed_accounts_periodically(backend: Backen
         &["--purge-interval", "200ms", "--unconfirmed-ttl", "1h"],
     )
     .await;
-    app.register_and_read_token("old@example.com").await;
-    app.register_and_read_token("new@example.com").await;
+    app.register_and_read_mail("old@example.com").await;
+    app.register_and_read_mail("new@example.com").await;
     age_user(&app, "old@example.com", TimeDelta::hours(2)).await;
 
     let mut remaining = Vec::new();

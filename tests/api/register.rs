@@ -113,7 +113,10 @@ async fn register_stores_an_unconfirmed_user_with_an_argon2id_hash_of_the_normal
 
 async fn register_never_keeps_the_token_in_clear(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let token = app.register_and_read_token("hopper@example.com").await;
+    let token = app
+        .register_and_read_mail("hopper@example.com")
+        .await
+        .token();
 
     let tokens = verification_tokens::Entity::find()
         .all(&app.db)
