@@ -12,28 +12,32 @@ use sea_orm::{
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 
-/// How long a SQLite writer waits for another to finish before giving up.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Opens a pool on `url`. SQLite gets WAL and a busy timeout, so concurrent writers queue
-/// instead of failing with "database is locked".
-pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+/// Opens a pool on `url` that gives up after `timeout`: waiting for a pooled connection,
+/// opening a new one, a PostgreSQL statement, or a SQLite writer waiting for another (WAL and
+/// a busy timeout make concurrent writers queue instead of failing with "database is
+/// locked"). A database that stops answering then costs a request seconds, not minutes.
+pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
+    let statement_timeout = format!("{}ms", timeout.as_millis());
     options
         .sqlx_logging(false)
-        .acquire_timeout(Duration::from_secs(30))
-        .map_sqlx_sqlite_opts(|opts| {
+        .acquire_timeout(timeout)
+        .connect_timeout(timeout)
+        .map_sqlx_sqlite_opts(move |opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .busy_timeout(timeout)
                 .foreign_keys(true)
+        })
+        .map_sqlx_postgres_opts(move |opts| {
+            opts.options([("statement_timeout", statement_timeout.as_str())])
         });
     Database::connect(options).await
 }
 
 /// Connects with `settings` and applies pending migrations: what every command starts with.
 pub async fn open(settings: &crate::settings::Settings) -> anyhow::Result<DatabaseConnection> {
-    let database = connect(settings.database_url.expose_secret())
+    let database = connect(settings.database_url.expose_secret(), settings.db_timeout)
         .await
         .with_context(|| format!("cannot open the database {}", settings.database_for_log()))?;
     migrate(&database).await.context("migrations failed")?;

@@ -203,6 +203,53 @@ pub struct Settings {
     /// Password hashes computed at once; defaults to the number of CPUs.
     #[arg(long, env = "ADMIT_HASH_CONCURRENCY", global = true)]
     pub hash_concurrency: Option<NonZeroUsize>,
+
+    /// Sign-ups waiting for a hashing thread before further ones are answered
+    /// `SERVICE_UNAVAILABLE` at once; defaults to 64 per hashing thread.
+    #[arg(long, env = "ADMIT_HASH_QUEUE", global = true)]
+    pub hash_queue: Option<NonZeroUsize>,
+
+    /// Costly requests (register, resendConfirmation, confirmAccount) one client network (an
+    /// IPv4 address or an IPv6 /64) may make per minute; 0 turns the budget off.
+    #[arg(
+        long,
+        env = "ADMIT_IP_RATE_LIMIT",
+        default_value_t = 120,
+        global = true
+    )]
+    pub ip_rate_limit: u32,
+
+    /// Proxies (comma-separated CIDR blocks, e.g. `10.0.0.0/8,127.0.0.1/32`) whose
+    /// `X-Forwarded-For` is believed: the client is then the right-most address not in this
+    /// list. Empty: the client is the socket's peer and the header is ignored.
+    #[arg(
+        long,
+        env = "ADMIT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Most connections open at once; further ones wait to be accepted. Defaults to what the
+    /// process's file descriptor limit leaves after a reserve, and is lowered to that if set
+    /// higher.
+    #[arg(long, env = "ADMIT_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<NonZeroUsize>,
+
+    /// Longest time a connection may take to send a request's headers, counted from when it
+    /// opens or finishes its previous request: also how long an idle keep-alive connection
+    /// stays open.
+    #[arg(long, env = "ADMIT_HEADER_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
+    pub header_timeout: Duration,
+
+    /// Longest time a client may take to send a request's body.
+    #[arg(long, env = "ADMIT_BODY_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
+    pub body_timeout: Duration,
+
+    /// Longest wait for the database: for a pooled connection, for a new one, and for one
+    /// request's work. Past it the request answers `SERVICE_UNAVAILABLE`.
+    #[arg(long, env = "ADMIT_DB_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
+    pub db_timeout: Duration,
 }
 
 /// A setting that cannot work, found before anything starts.
@@ -233,6 +280,11 @@ pub enum SettingsError {
     /// The token lifetime is zero or beyond what timestamps can hold.
     #[error("ADMIT_TOKEN_TTL must be longer than zero and shorter than a million years")]
     TokenTtl,
+    /// A timeout of zero would refuse everything.
+    #[error(
+        "ADMIT_HEADER_TIMEOUT, ADMIT_BODY_TIMEOUT and ADMIT_DB_TIMEOUT must be longer than zero"
+    )]
+    Timeout,
 }
 
 impl Settings {
@@ -258,6 +310,12 @@ impl Settings {
         }
         if self.token_ttl.is_zero() || chrono::TimeDelta::from_std(self.token_ttl).is_err() {
             return Err(SettingsError::TokenTtl);
+        }
+        if [self.header_timeout, self.body_timeout, self.db_timeout]
+            .iter()
+            .any(Duration::is_zero)
+        {
+            return Err(SettingsError::Timeout);
         }
         Ok(())
     }
@@ -290,6 +348,12 @@ impl Settings {
         self.hash_concurrency
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, NonZeroUsize::get)
+    }
+
+    /// Sign-ups that may wait for a hashing thread.
+    pub fn hash_queue(&self) -> usize {
+        self.hash_queue
+            .map_or(64 * self.hash_concurrency(), NonZeroUsize::get)
     }
 
     /// The database URL with any password replaced, for logs.

@@ -8,6 +8,7 @@ use url::Url;
 
 use crate::{
     db,
+    http::{ConnectionPolicy, Readiness},
     mail::{DeliveryPolicy, Dispatcher, OutboxSignal, Templates, Transport},
     services::{PasswordHasher, purge},
     settings::Settings,
@@ -20,6 +21,7 @@ pub struct Application {
     public_url: Url,
     state: AppState,
     dispatcher: Dispatcher,
+    connections: ConnectionPolicy,
 }
 
 impl Application {
@@ -59,9 +61,17 @@ impl Application {
                 lease: settings.mail_lease,
             },
         );
+        let (max_connections, descriptors) = crate::http::connection_cap(settings.max_connections);
+        tracing::debug!(max_connections, descriptors, "connection cap");
+        let connections = ConnectionPolicy {
+            max_connections,
+            header_timeout: settings.header_timeout,
+        };
+        let hasher = PasswordHasher::new(settings.hash_concurrency(), settings.hash_queue())
+            .context("cannot start the password hashing threads")?;
         let state = AppState {
             db: database,
-            hasher: PasswordHasher::new(settings.hash_concurrency()),
+            hasher,
             outbox,
             templates,
             confirm_url: Arc::new(confirm_url),
@@ -72,6 +82,7 @@ impl Application {
             public_url,
             state,
             dispatcher,
+            connections,
         })
     }
 
@@ -108,11 +119,13 @@ impl Application {
             "admit is serving: open {}",
             self.public_url
         );
-        let app = crate::http::router(self.state.clone());
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the HTTP server failed")?;
+        let readiness = Readiness::default();
+        let app = crate::http::router(self.state.clone(), readiness.clone());
+        let drain = async move {
+            shutdown.await;
+            readiness.drain();
+        };
+        crate::http::serve(self.listener, app, self.connections, drain).await;
         let _ = stop_tx.send(true);
         dispatcher.await.context("the mail dispatcher panicked")?;
         purger.await.context("the purge job panicked")?;

@@ -2,6 +2,7 @@
 
 pub mod prelude;
 
+pub mod client_budgets;
 pub mod mail_throttles;
 pub mod outbox_messages;
 pub mod users;

@@ -1,8 +1,17 @@
 //! The one place where outcomes of the use cases become API responses: expected failures become
 //! `userErrors`, unexpected ones a masked error that carries only a request id.
 
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
 use async_graphql::{Context, ErrorExtensions};
 use entity::users;
+use sea_orm::{DbErr, RuntimeErr, sqlx};
 
 use super::types::{
     Acceptance, ConfirmAccountPayload, ErrorCode, RegisterPayload, ResendConfirmationPayload,
@@ -11,8 +20,9 @@ use super::types::{
 use crate::{
     domain::{DisplayNameError, EmailError, PasswordError},
     services::{
+        HashError,
         accounts::{ConfirmError, RegisterError, ResendError},
-        throttle::RateLimited,
+        throttle::{LimitScope, RateLimited},
     },
     state::AppState,
 };
@@ -20,6 +30,60 @@ use crate::{
 /// The id of the HTTP request being served, for correlating logs with what a client saw.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
+
+/// Most costly operations (`register`, `resendConfirmation`, `confirmAccount`) one HTTP request
+/// may run, counting its batch entries and aliases together: one request cannot ask for more
+/// hashing than one document may.
+pub const MAX_COSTLY_PER_REQUEST: usize = 2;
+
+/// What is left of one HTTP request's costly operations; shared by every entry of a batch.
+#[derive(Debug, Clone)]
+pub struct CostlyBudget(Arc<AtomicUsize>);
+
+impl CostlyBudget {
+    /// The budget of one HTTP request.
+    pub fn per_request() -> Self {
+        Self(Arc::new(AtomicUsize::new(MAX_COSTLY_PER_REQUEST)))
+    }
+
+    fn take(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
+    }
+}
+
+/// Takes one costly operation from the request's budget, or answers that the request asked
+/// for too many. A schema run without a budget (tools, tests of the schema) is not limited.
+pub(super) fn charge_costly(ctx: &Context<'_>) -> async_graphql::Result<()> {
+    match ctx.data_opt::<CostlyBudget>() {
+        Some(budget) if !budget.take() => Err(async_graphql::Error::new(format!(
+            "One HTTP request may run at most {MAX_COSTLY_PER_REQUEST} register, \
+             resendConfirmation or confirmAccount operations, batches and aliases together."
+        ))
+        .extend_with(|_, ext| ext.set("code", "TOO_MANY_OPERATIONS"))),
+        _ => Ok(()),
+    }
+}
+
+/// The service did not answer within the database deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {0:?}")]
+struct DeadlineExceeded(std::time::Duration);
+
+/// Runs a use case under the database deadline (`ADMIT_DB_TIMEOUT`): a database that stops
+/// answering makes the request fail with `SERVICE_UNAVAILABLE` instead of hanging.
+pub(super) async fn within_deadline<T, E: From<anyhow::Error>>(
+    state: &AppState,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let deadline = state.settings.db_timeout;
+    tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::Error::new(DeadlineExceeded(deadline)).into()))
+}
 
 fn field_error(field: &[&str], code: ErrorCode, message: String) -> UserError {
     UserError {
@@ -67,7 +131,7 @@ pub(super) fn register_payload(
     match outcome {
         Ok(()) => Ok(Acceptance::ok().into()),
         Err(RegisterError::RateLimited(limited)) => {
-            Ok(rate_limited(&["input", "email"], limited).into())
+            Ok(rate_limited_acceptance(&["input", "email"], limited).into())
         }
         Err(RegisterError::Internal(err)) => Err(internal(ctx, &err)),
     }
@@ -79,24 +143,34 @@ pub(super) fn resend_confirmation_payload(
 ) -> async_graphql::Result<ResendConfirmationPayload> {
     match outcome {
         Ok(()) => Ok(Acceptance::ok().into()),
-        Err(ResendError::RateLimited(limited)) => Ok(rate_limited(&["email"], limited).into()),
+        Err(ResendError::RateLimited(limited)) => {
+            Ok(rate_limited_acceptance(&["email"], limited).into())
+        }
         Err(ResendError::Internal(err)) => Err(internal(ctx, &err)),
     }
 }
 
-fn rate_limited(field: &[&str], limited: RateLimited) -> Acceptance {
-    let seconds = u32::try_from(limited.retry_after.as_secs()).unwrap_or(u32::MAX);
+fn rate_limited_acceptance(field: &[&str], limited: RateLimited) -> Acceptance {
+    let (seconds, error) = rate_limited(field, limited);
     Acceptance {
         accepted: false,
         retry_after_seconds: Some(seconds),
-        user_errors: vec![field_error(
-            field,
-            ErrorCode::RateLimited,
-            format!(
-                "Too many emails were requested for this address. Try again in {seconds} seconds."
-            ),
-        )],
+        user_errors: vec![error],
     }
+}
+
+/// The wait in whole seconds and the user error that says which limit was reached.
+fn rate_limited(field: &[&str], limited: RateLimited) -> (u32, UserError) {
+    let seconds = u32::try_from(limited.retry_after.as_secs()).unwrap_or(u32::MAX);
+    let message = match limited.scope {
+        LimitScope::Address => format!(
+            "Too many emails were requested for this address. Try again in {seconds} seconds."
+        ),
+        LimitScope::Client => {
+            format!("Too many requests came from your network. Try again in {seconds} seconds.")
+        }
+    };
+    (seconds, field_error(field, ErrorCode::RateLimited, message))
 }
 
 pub(super) fn confirm_account_payload(
@@ -107,7 +181,16 @@ pub(super) fn confirm_account_payload(
         Ok(user) => {
             return Ok(ConfirmAccountPayload {
                 user: Some(user.into()),
+                retry_after_seconds: None,
                 user_errors: Vec::new(),
+            });
+        }
+        Err(ConfirmError::RateLimited(limited)) => {
+            let (seconds, error) = rate_limited(&["token"], limited);
+            return Ok(ConfirmAccountPayload {
+                user: None,
+                retry_after_seconds: Some(seconds),
+                user_errors: vec![error],
             });
         }
         Err(ConfirmError::InvalidToken) => field_error(
@@ -131,6 +214,7 @@ pub(super) fn confirm_account_payload(
     };
     Ok(ConfirmAccountPayload {
         user: None,
+        retry_after_seconds: None,
         user_errors: vec![error],
     })
 }
@@ -146,14 +230,76 @@ pub(super) fn app_state<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a AppS
 }
 
 /// Logs `err` with the request id and returns an error that reveals nothing of it: async-graphql
-/// would otherwise show any error's `Display` text, database messages included.
+/// would otherwise show any error's `Display` text, database messages included. Failures that
+/// mean "busy or database unreachable" get `SERVICE_UNAVAILABLE`, so that clients know to try
+/// again; everything else `INTERNAL_SERVER_ERROR`. The log line is one line with the error's
+/// chain; the backtrace, where there is one, only at debug level.
 fn internal(ctx: &Context<'_>, err: &anyhow::Error) -> async_graphql::Error {
     let request_id = ctx
         .data_opt::<RequestId>()
         .map_or_else(String::new, |id| id.0.clone());
-    tracing::error!(request_id = %request_id, error = ?err, "internal error");
-    async_graphql::Error::new("Internal server error").extend_with(|_, ext| {
-        ext.set("code", "INTERNAL_SERVER_ERROR");
+    let (code, message) = if is_unavailable(err) {
+        tracing::warn!(request_id = %request_id, error = %format_args!("{err:#}"), "service unavailable");
+        (
+            "SERVICE_UNAVAILABLE",
+            "The service is busy or cannot reach its database. Try again in a few seconds.",
+        )
+    } else {
+        tracing::error!(request_id = %request_id, error = %format_args!("{err:#}"), "internal error");
+        ("INTERNAL_SERVER_ERROR", "Internal server error")
+    };
+    tracing::debug!(request_id = %request_id, error = ?err, "internal error in detail");
+    async_graphql::Error::new(message).extend_with(|_, ext| {
+        ext.set("code", code);
         ext.set("requestId", request_id.clone());
     })
+}
+
+/// Whether `err` means the service is overloaded or its database does not answer, rather than
+/// a bug: a full hashing queue, the deadline, no pooled connection, a broken connection, a
+/// statement timeout, or SQLite's write lock held past the busy timeout.
+fn is_unavailable(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        if let Some(hash) = cause.downcast_ref::<HashError>() {
+            return matches!(hash, HashError::Busy);
+        }
+        if cause.is::<DeadlineExceeded>() {
+            return true;
+        }
+        if let Some(db) = cause.downcast_ref::<DbErr>() {
+            return match db {
+                DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+                DbErr::Exec(RuntimeErr::SqlxError(sqlx))
+                | DbErr::Query(RuntimeErr::SqlxError(sqlx)) => sqlx_unavailable(sqlx),
+                _ => false,
+            };
+        }
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(sqlx_unavailable)
+    })
+}
+
+fn sqlx_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            match code.parse::<u32>() {
+                // SQLite's (extended) result codes: SQLITE_BUSY and SQLITE_LOCKED.
+                Ok(sqlite) if code.len() <= 4 => matches!(sqlite & 0xff, 5 | 6),
+                // PostgreSQL's SQLSTATEs: statement timeout, too many connections, shutdown,
+                // and the connection exceptions.
+                _ => {
+                    code == "57014"
+                        || code == "53300"
+                        || code.starts_with("57P")
+                        || code.starts_with("08")
+                }
+            }
+        }),
+        _ => false,
+    }
 }

@@ -2,16 +2,17 @@
 //! convert input, call one service function and map its result.
 
 mod errors;
+pub mod limits;
 mod types;
 
 use async_graphql::{Context, EmptySubscription, Object, Schema};
 
 use crate::{
-    domain::{ConfirmationToken, EmailAddress},
+    domain::{ClientNetwork, ConfirmationToken, EmailAddress},
     services::accounts,
     state::AppState,
 };
-pub use errors::RequestId;
+pub use errors::{CostlyBudget, MAX_COSTLY_PER_REQUEST, RequestId};
 use types::{
     Acceptance, ConfirmAccountPayload, PasswordPolicy, RegisterInput, RegisterPayload,
     ResendConfirmationPayload,
@@ -35,7 +36,8 @@ pub fn build_schema(state: Option<AppState>, introspection: bool) -> AdmitSchema
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY);
     if !introspection {
-        builder = builder.disable_introspection();
+        // "Did you mean ...?" would hand out the schema piece by piece.
+        builder = builder.disable_introspection().disable_suggestions();
     }
     if let Some(state) = state {
         builder = builder.data(state);
@@ -78,7 +80,9 @@ impl Mutation {
             Ok(account) => account,
             Err(user_errors) => return Ok(Acceptance::invalid(user_errors).into()),
         };
-        let outcome = accounts::register(state, account).await;
+        errors::charge_costly(ctx)?;
+        let outcome =
+            errors::within_deadline(state, accounts::register(state, client(ctx), account)).await;
         errors::register_payload(ctx, outcome)
     }
 
@@ -98,7 +102,12 @@ impl Mutation {
                 return Ok(Acceptance::invalid(vec![error]).into());
             }
         };
-        let outcome = accounts::resend_confirmation(state, email).await;
+        errors::charge_costly(ctx)?;
+        let outcome = errors::within_deadline(
+            state,
+            accounts::resend_confirmation(state, client(ctx), email),
+        )
+        .await;
         errors::resend_confirmation_payload(ctx, outcome)
     }
 
@@ -111,10 +120,22 @@ impl Mutation {
         #[graphql(desc = "The token from the confirmation link (after `#token=`).")] token: String,
     ) -> async_graphql::Result<ConfirmAccountPayload> {
         let state = errors::app_state(ctx)?;
+        errors::charge_costly(ctx)?;
         let outcome = match ConfirmationToken::parse(&token) {
-            Ok(token) => accounts::confirm_account(state, token).await,
+            Ok(token) => {
+                errors::within_deadline(state, accounts::confirm_account(state, client(ctx), token))
+                    .await
+            }
             Err(_) => Err(accounts::ConfirmError::InvalidToken),
         };
         errors::confirm_account_payload(ctx, outcome)
     }
+}
+
+/// The network the request came from; the HTTP layer always provides it, and a schema run
+/// without it counts as one anonymous client.
+fn client(ctx: &Context<'_>) -> ClientNetwork {
+    ctx.data_opt::<ClientNetwork>()
+        .copied()
+        .unwrap_or_else(|| ClientNetwork::of(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)))
 }

@@ -153,6 +153,8 @@ impl From<Acceptance> for ResendConfirmationPayload {
 pub struct ConfirmAccountPayload {
     /// The confirmed account; null when `userErrors` says why not.
     pub user: Option<User>,
+    /// With a `RATE_LIMITED` error: seconds to wait before trying again.
+    pub retry_after_seconds: Option<u32>,
     /// Why the account could not be confirmed; empty on success.
     pub user_errors: Vec<UserError>,
 }
@@ -185,7 +187,8 @@ pub enum ErrorCode {
     TokenExpired,
     /// A newer link was sent since; only the newest one works.
     TokenSuperseded,
-    /// Too many emails were requested for this address; see `retryAfterSeconds`.
+    /// Too many emails were requested for this address, or too many requests came from the
+    /// client's network; see `retryAfterSeconds`.
     RateLimited,
 }
 

@@ -1,10 +1,13 @@
 //! `/graphql` following the GraphQL-over-HTTP specification: JSON in, JSON out, queries over GET,
-//! mutations only over POST, and request errors answered with a 4xx status.
+//! mutations only over POST, request errors answered as the response media type asks.
+//!
+//! Hand-written rather than async-graphql-axum's extractor: every document must pass
+//! [`limits::check_request`] before async-graphql parses or validates it, and the GET, media
+//! type and status rules below differ from the extractor's.
 
 use async_graphql::{
-    BatchRequest, BatchResponse, Request, Response as GqlResponse, Value,
-    http::{GraphiQLSource, parse_query_string},
-    parser::types::OperationType,
+    BatchRequest, BatchResponse, Request, Response as GqlResponse, Value, Variables,
+    http::GraphiQLSource, parser::types::OperationType,
 };
 use axum::{
     body::Bytes,
@@ -12,18 +15,40 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     response::{Html, IntoResponse, Response},
 };
+use serde_json::json;
 
-use super::{HttpState, REQUEST_ID};
-use crate::graphql::RequestId;
+use super::{HttpState, REQUEST_ID, client::Client};
+use crate::graphql::{CostlyBudget, RequestId, limits};
 
 /// Most operations one batched request may carry.
 pub const MAX_BATCH: usize = 10;
+/// Most errors in one answer; the rest are counted, not listed, so that a document full of
+/// mistakes cannot make the answer many times its own size.
+const MAX_ERRORS: usize = 50;
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
+
+/// The media type of the answer, as the client's `Accept` asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    /// `application/json`: every well-formed request gets 200, errors inside.
+    Json,
+    /// `application/graphql-response+json`: request errors get 4xx and no `data`.
+    GraphqlResponse,
+}
 
 /// `GET /graphql`: GraphiQL for a browser, otherwise a query from the URL's parameters.
-pub(super) async fn get(State(http): State<HttpState>, headers: HeaderMap, uri: Uri) -> Response {
-    let raw = uri.query().unwrap_or_default();
-    if !raw.split('&').any(|pair| pair.starts_with("query=")) && accepts(&headers, "text/html") {
+pub(super) async fn get(
+    State(http): State<HttpState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let params = match GetParams::parse(uri.query().unwrap_or_default()) {
+        Ok(params) => params,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, &message, None),
+    };
+    if params.query.is_none() && accepts(&headers, "text/html") {
         return Html(
             GraphiQLSource::build()
                 .endpoint("/graphql")
@@ -32,10 +57,13 @@ pub(super) async fn get(State(http): State<HttpState>, headers: HeaderMap, uri: 
         )
         .into_response();
     }
-    let mut request = match parse_query_string(raw) {
+    let mut request = match params.into_request() {
         Ok(request) => request,
-        Err(err) => return error_response(StatusCode::BAD_REQUEST, &err.to_string(), None),
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, &message, None),
     };
+    if let Err(refusal) = limits::check_request(&mut request) {
+        return refused(&refusal);
+    }
     if selects_mutation(&mut request) {
         let mut response = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -47,12 +75,13 @@ pub(super) async fn get(State(http): State<HttpState>, headers: HeaderMap, uri: 
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    execute(&http, &headers, BatchRequest::Single(request)).await
+    execute(&http, client, &headers, BatchRequest::Single(request)).await
 }
 
 /// `POST /graphql`: a JSON request or a batch of them.
 pub(super) async fn post(
     State(http): State<HttpState>,
+    Client(client): Client,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -63,7 +92,7 @@ pub(super) async fn post(
             None,
         );
     }
-    let batch: BatchRequest = match serde_json::from_slice(&body) {
+    let mut batch: BatchRequest = match serde_json::from_slice(&body) {
         Ok(batch) => batch,
         Err(err) => {
             return error_response(
@@ -81,10 +110,65 @@ pub(super) async fn post(
             None,
         );
     }
-    execute(&http, &headers, batch).await
+    for request in batch.iter_mut() {
+        if let Err(refusal) = limits::check_request(request) {
+            return refused(&refusal);
+        }
+    }
+    execute(&http, client, &headers, batch).await
 }
 
-async fn execute(http: &HttpState, headers: &HeaderMap, batch: BatchRequest) -> Response {
+/// The parameters of a GET request, as the GraphQL-over-HTTP specification names them.
+#[derive(Default)]
+struct GetParams {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
+impl GetParams {
+    fn parse(raw: &str) -> Result<Self, String> {
+        let mut params = Self::default();
+        for (name, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+            let slot = match name.as_ref() {
+                "query" => &mut params.query,
+                "operationName" => &mut params.operation_name,
+                "variables" => &mut params.variables,
+                "extensions" => &mut params.extensions,
+                _ => continue,
+            };
+            if slot.replace(value.into_owned()).is_some() {
+                return Err(format!("The parameter {name:?} is given more than once."));
+            }
+        }
+        Ok(params)
+    }
+
+    fn into_request(self) -> Result<Request, String> {
+        let mut request = Request::new(self.query.unwrap_or_default());
+        if let Some(name) = self.operation_name.filter(|name| !name.is_empty()) {
+            request = request.operation_name(name);
+        }
+        if let Some(raw) = self.variables.filter(|raw| !raw.is_empty()) {
+            let variables: Variables = serde_json::from_str(&raw)
+                .map_err(|err| format!("The variables parameter is not a JSON object: {err}"))?;
+            request = request.variables(variables);
+        }
+        if let Some(raw) = self.extensions.filter(|raw| !raw.is_empty()) {
+            request.extensions = serde_json::from_str(&raw)
+                .map_err(|err| format!("The extensions parameter is not a JSON object: {err}"))?;
+        }
+        Ok(request)
+    }
+}
+
+async fn execute(
+    http: &HttpState,
+    client: crate::domain::ClientNetwork,
+    headers: &HeaderMap,
+    batch: BatchRequest,
+) -> Response {
     if batch.iter().any(|request| request.query.trim().is_empty()) {
         return error_response(StatusCode::BAD_REQUEST, "The request has no query.", None);
     }
@@ -93,15 +177,73 @@ async fn execute(http: &HttpState, headers: &HeaderMap, batch: BatchRequest) -> 
         .and_then(|id| id.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let batch = batch.data(RequestId(request_id));
-    let response = http.schema.execute_batch(batch).await;
-    // A request error (unparsable or invalid document) leaves no data and no path: that is the
-    // client's fault and gets 400; anything that executed gets 200 with its errors inside.
-    let status = match &response {
-        BatchResponse::Single(single) if is_request_error(single) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::OK,
+    let batch = batch
+        .data(RequestId(request_id))
+        .data(client)
+        .data(CostlyBudget::per_request());
+    let media = response_type(headers);
+    match http.schema.execute_batch(batch).await {
+        BatchResponse::Single(response) => {
+            let (status, body) = shape(response, media);
+            json_response(status, &body, media)
+        }
+        BatchResponse::Batch(responses) => {
+            let bodies: Vec<_> = responses
+                .into_iter()
+                .map(|response| shape(response, media).1)
+                .collect();
+            json_response(StatusCode::OK, &bodies, media)
+        }
+    }
+}
+
+/// The status and body of one GraphQL response. A request error (a document that does not
+/// parse or validate: no data, no path) is the client's: 400 for clients that read the
+/// GraphQL response media type, which then carries no `data`, and 200 for plain JSON clients,
+/// as the specification asks. A response that failed only because the service is overloaded
+/// or cannot reach its database gets 503.
+fn shape(response: GqlResponse, media: Media) -> (StatusCode, serde_json::Value) {
+    let request_error = is_request_error(&response);
+    let unavailable = response.data == Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| {
+            error
+                .extensions
+                .as_ref()
+                .and_then(|extensions| extensions.get("code"))
+                .is_some_and(|code| *code == Value::from(SERVICE_UNAVAILABLE))
+        });
+    let mut body = serde_json::to_value(&response).unwrap_or_else(|err| {
+        tracing::error!(error = %err, "cannot serialize a GraphQL response");
+        json!({ "errors": [{ "message": "Internal server error" }] })
+    });
+    if let Some(errors) = body
+        .get_mut("errors")
+        .and_then(serde_json::Value::as_array_mut)
+        && errors.len() > MAX_ERRORS
+    {
+        let left_out = errors.len() - MAX_ERRORS;
+        errors.truncate(MAX_ERRORS);
+        errors.push(json!({
+            "message": format!("{left_out} more errors were left out."),
+            "extensions": { "code": "TOO_MANY_ERRORS" },
+        }));
+    }
+    let status = if request_error {
+        if media == Media::GraphqlResponse {
+            if let Some(object) = body.as_object_mut() {
+                object.remove("data");
+            }
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        }
+    } else if unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
     };
-    json_response(status, &response, response_type(headers))
+    (status, body)
 }
 
 fn is_request_error(response: &GqlResponse) -> bool {
@@ -156,19 +298,19 @@ fn accepts(headers: &HeaderMap, mime: &str) -> bool {
 }
 
 /// The spec's media type when the client asks for it, classic JSON otherwise.
-fn response_type(headers: &HeaderMap) -> &'static str {
+fn response_type(headers: &HeaderMap) -> Media {
     if accepts(headers, GRAPHQL_RESPONSE_JSON) {
-        GRAPHQL_RESPONSE_JSON
+        Media::GraphqlResponse
     } else {
-        "application/json"
+        Media::Json
     }
 }
 
-fn json_response(
-    status: StatusCode,
-    body: &impl serde::Serialize,
-    content_type: &'static str,
-) -> Response {
+fn json_response(status: StatusCode, body: &impl serde::Serialize, media: Media) -> Response {
+    let content_type = match media {
+        Media::Json => "application/json",
+        Media::GraphqlResponse => GRAPHQL_RESPONSE_JSON,
+    };
     match serde_json::to_vec(body) {
         Ok(bytes) => (status, [(header::CONTENT_TYPE, content_type)], bytes).into_response(),
         Err(err) => {
@@ -178,15 +320,20 @@ fn json_response(
     }
 }
 
+/// A document refused by the limits, before async-graphql saw it.
+fn refused(refusal: &limits::LimitError) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        &refusal.to_string(),
+        Some(refusal.code()),
+    )
+}
+
 /// A GraphQL-shaped error body (`{"errors":[{"message":...}]}`) with `status`.
 pub(super) fn error_response(status: StatusCode, message: &str, code: Option<&str>) -> Response {
-    let mut error = serde_json::json!({ "message": message });
+    let mut error = json!({ "message": message });
     if let Some(code) = code {
-        error["extensions"] = serde_json::json!({ "code": code });
+        error["extensions"] = json!({ "code": code });
     }
-    json_response(
-        status,
-        &serde_json::json!({ "errors": [error] }),
-        "application/json",
-    )
+    json_response(status, &json!({ "errors": [error] }), Media::Json)
 }

@@ -1,25 +1,39 @@
-//! The HTTP surface: the GraphQL endpoint, the IDEs, the confirmation page and health.
+//! The HTTP surface: the GraphQL endpoint, the IDEs, the confirmation page, liveness and
+//! readiness, and the accept loop that serves them.
 
+mod client;
 mod graphql;
 mod pages;
+mod server;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     Router,
     extract::{DefaultBodyLimit, Request},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware,
     response::Response,
     routing::get,
 };
+use ipnet::IpNet;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
-    timeout::TimeoutLayer,
+    timeout::{RequestBodyTimeoutLayer, TimeoutLayer},
     trace::TraceLayer,
 };
+
+pub use client::client_address;
+pub use server::{ConnectionPolicy, connection_cap, serve};
 
 use crate::{
     graphql::{AdmitSchema, build_schema},
@@ -31,15 +45,36 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Header carrying the id that ties a request to its log lines.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Longest `X-Request-Id` taken from a client; longer ones are replaced.
+const MAX_REQUEST_ID: usize = 64;
+
 /// What the handlers share.
 #[derive(Clone)]
 struct HttpState {
     schema: AdmitSchema,
     app: AppState,
+    trusted_proxies: Arc<[IpNet]>,
+    readiness: Readiness,
+}
+
+/// Whether the process should be sent new work: false once shutdown has begun, so that a
+/// load balancer polling `/readyz` stops routing to it while it drains.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the process as draining.
+    pub fn drain(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// The complete HTTP application for `state`.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, readiness: Readiness) -> Router {
     let schema = build_schema(Some(state.clone()), state.settings.introspection);
     let mut graphql = get(graphql::get).post(graphql::post);
     if !state.settings.cors_origins.is_empty() {
@@ -49,18 +84,32 @@ pub fn router(state: AppState) -> Router {
     if state.settings.demo_pages {
         router = router.route("/", get(pages::signup));
     }
-    let http = HttpState { schema, app: state };
+    let body_timeout = state.settings.body_timeout;
+    let http = HttpState {
+        trusted_proxies: state.settings.trusted_proxies.clone().into(),
+        schema,
+        app: state,
+        readiness,
+    };
     router
         .route("/graphql", graphql)
         .route("/playground", get(pages::playground))
         .route("/confirm", get(pages::confirm))
         .route("/healthz", get(pages::healthz))
+        .route("/readyz", get(pages::readyz))
         .with_state(http)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(CatchPanicLayer::custom(|_| panicked()))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
+        ))
+        // Every answer is about one person's account or one moment's health: nothing a shared
+        // cache should keep.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
         ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -77,6 +126,25 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::map_request(drop_unsafe_request_id))
+}
+
+/// Keeps a client's `X-Request-Id` only when it is short and made of safe characters, so that
+/// what is echoed and logged cannot be a megabyte or forge log lines; otherwise a fresh one is
+/// made.
+async fn drop_unsafe_request_id(mut request: Request) -> Request {
+    let safe = request.headers().get(REQUEST_ID).is_none_or(|id| {
+        let bytes = id.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    });
+    if !safe {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
 }
 
 /// Lets pages on `origins` call the API from a browser, cookies included; other origins get no

@@ -7,10 +7,13 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::throttle::{self, RateLimited, ThrottlePolicy};
+use super::{
+    client_budget,
+    throttle::{self, RateLimited, ThrottlePolicy},
+};
 use crate::{
     db::{begin_write, now},
-    domain::{ConfirmationToken, DisplayName, EmailAddress, Password},
+    domain::{ClientNetwork, ConfirmationToken, DisplayName, EmailAddress, Password},
     mail,
     state::AppState,
 };
@@ -32,8 +35,9 @@ pub struct NewAccount {
 /// Registration did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
-    /// The address was sent account mail too recently; nothing changed.
-    #[error("too many requests for this address")]
+    /// The address was sent account mail too recently, or the client made too many costly
+    /// requests; nothing changed.
+    #[error("rate limited")]
     RateLimited(RateLimited),
     /// Anything unexpected (database down, no randomness, ...); never shown to clients.
     #[error(transparent)]
@@ -43,8 +47,9 @@ pub enum RegisterError {
 /// A new confirmation link was not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum ResendError {
-    /// The address was sent account mail too recently.
-    #[error("too many requests for this address")]
+    /// The address was sent account mail too recently, or the client made too many costly
+    /// requests.
+    #[error("rate limited")]
     RateLimited(RateLimited),
     /// Anything unexpected; never shown to clients.
     #[error(transparent)]
@@ -63,6 +68,9 @@ pub enum ConfirmError {
     /// A newer link was sent since; only the newest one confirms.
     #[error("the token was superseded by a newer one")]
     SupersededToken,
+    /// The client made too many costly requests; nothing was looked up.
+    #[error("rate limited")]
+    RateLimited(RateLimited),
     /// Anything unexpected; never shown to clients.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -77,7 +85,17 @@ macro_rules! internal_from_db_err {
         }
     )*};
 }
+macro_rules! rate_limited_from {
+    ($($error:ty),*) => {$(
+        impl From<RateLimited> for $error {
+            fn from(limited: RateLimited) -> Self {
+                Self::RateLimited(limited)
+            }
+        }
+    )*};
+}
 internal_from_db_err!(RegisterError, ResendError, ConfirmError);
+rate_limited_from!(RegisterError, ResendError, ConfirmError);
 
 /// Registers `account`, or renews an unconfirmed one, and queues the email, in one transaction.
 ///
@@ -90,8 +108,21 @@ internal_from_db_err!(RegisterError, ResendError, ConfirmError);
 /// The answer is the same in all three cases (and the Argon2 work is done in all three), so it
 /// reveals nothing about which addresses have accounts. The per-address mail limit applies to
 /// all three alike.
-pub async fn register(state: &AppState, account: NewAccount) -> Result<(), RegisterError> {
-    let password_hash = state.hasher.hash(account.password).await?;
+///
+/// The client's budget and the address's limit are checked before hashing: a refused request
+/// costs a statement or two, not an Argon2 hash, and its answer is the same for every address.
+pub async fn register(
+    state: &AppState,
+    client: ClientNetwork,
+    account: NewAccount,
+) -> Result<(), RegisterError> {
+    client_budget::take(&state.db, client, state.settings.ip_rate_limit).await??;
+    throttle::peek(&state.db, account.email.key(), throttle_policy(state)).await??;
+    let password_hash = state
+        .hasher
+        .hash(account.password)
+        .await
+        .map_err(anyhow::Error::from)?;
     let token = new_token()?;
     let now = now();
     let display_name = account.display_name.map(String::from);
@@ -161,7 +192,12 @@ pub async fn register(state: &AppState, account: NewAccount) -> Result<(), Regis
 
 /// Sends a fresh confirmation link to `email` if it belongs to an unconfirmed account,
 /// superseding earlier links. Unknown and confirmed addresses get the same answer and no mail.
-pub async fn resend_confirmation(state: &AppState, email: EmailAddress) -> Result<(), ResendError> {
+pub async fn resend_confirmation(
+    state: &AppState,
+    client: ClientNetwork,
+    email: EmailAddress,
+) -> Result<(), ResendError> {
+    client_budget::take(&state.db, client, state.settings.ip_rate_limit).await??;
     let token = new_token()?;
     let txn = begin_write(&state.db).await?;
     if let Err(limited) = throttle::take(&txn, email.key(), throttle_policy(state)).await? {
@@ -190,8 +226,10 @@ pub async fn resend_confirmation(state: &AppState, email: EmailAddress) -> Resul
 /// already used, while it is still unexpired, returns the same confirmed account again.
 pub async fn confirm_account(
     state: &AppState,
+    client: ClientNetwork,
     token: ConfirmationToken,
 ) -> Result<users::Model, ConfirmError> {
+    client_budget::take(&state.db, client, state.settings.ip_rate_limit).await??;
     let hash = token.hash();
     let txn = begin_write(&state.db).await?;
     let record = verification_tokens::Entity::find()

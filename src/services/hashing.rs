@@ -1,39 +1,188 @@
-//! Password hashing with Argon2id, off the async threads and with bounded concurrency.
+//! Password hashing with Argon2id on a fixed set of threads, each reusing its own memory.
+//!
+//! Every Argon2id hash fills 19 MiB. Allocating that per hash on the blocking pool let glibc keep
+//! the freed memory of every thread that ever hashed (over a gigabyte after a burst of sign-ups),
+//! so instead each worker allocates its blocks once and hashes into them for its whole life, and
+//! a bounded queue in front of the workers answers "busy" at once rather than letting waiting
+//! requests pile up.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
-use argon2::{Argon2, PasswordHasher as _};
-use tokio::sync::Semaphore;
+use argon2::{
+    Algorithm, Argon2, Block, Params, Version,
+    password_hash::phc::{Output, ParamsString, PasswordHash, Salt},
+};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::sync::oneshot;
 
 use crate::domain::Password;
 
+/// Bytes of salt per hash (the PHC string format's recommendation).
+const SALT_BYTES: usize = 16;
+
+/// Why no hash came back.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Every worker is busy and the queue is full: the caller should answer "try again soon"
+    /// rather than wait.
+    #[error("password hashing is at capacity")]
+    Busy,
+    /// Argon2 or the random source failed, or the workers are gone.
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+struct Job {
+    password: Password,
+    reply: oneshot::Sender<Result<String, HashError>>,
+}
+
 /// Computes Argon2id hashes (the argon2 crate's defaults: OWASP's m = 19 MiB, t = 2, p = 1) on
-/// the blocking pool, at most `concurrency` at a time, so a burst of sign-ups neither stalls the
-/// runtime nor allocates memory without limit: callers beyond the limit wait their turn.
+/// `workers` dedicated threads behind a queue of `queue` waiting jobs. Memory is bounded by the
+/// worker count, and the runtime's threads never hash.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    permits: Arc<Semaphore>,
+    jobs: Sender<Job>,
+    completed: Arc<AtomicU64>,
 }
 
 impl PasswordHasher {
-    /// A hasher allowing `concurrency` (at least one) hashes at once.
-    pub fn new(concurrency: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+    /// Starts `workers` hashing threads (at least one) with room for `queue` waiting jobs. The
+    /// threads end when the last clone of the hasher is dropped.
+    pub fn new(workers: usize, queue: usize) -> std::io::Result<Self> {
+        let (jobs, inbox) = crossbeam_channel::bounded(queue);
+        let completed = Arc::new(AtomicU64::new(0));
+        for index in 0..workers.max(1) {
+            let inbox = inbox.clone();
+            let completed = Arc::clone(&completed);
+            std::thread::Builder::new()
+                .name(format!("admit-hash-{index}"))
+                .spawn(move || work(&inbox, &completed))?;
         }
+        Ok(Self { jobs, completed })
     }
 
-    /// The PHC string of a fresh Argon2id hash of `password`, with a random salt.
-    pub async fn hash(&self, password: Password) -> anyhow::Result<String> {
-        let permit = Arc::clone(&self.permits).acquire_owned().await?;
-        let phc = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+    /// The PHC string of a fresh Argon2id hash of `password`, with a random salt; `Busy` at once
+    /// when the queue is full.
+    pub async fn hash(&self, password: Password) -> Result<String, HashError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .try_send(Job { password, reply })
+            .map_err(|err| match err {
+                TrySendError::Full(_) => HashError::Busy,
+                TrySendError::Disconnected(_) => {
+                    HashError::Failed("the hashing threads are gone".to_owned())
+                }
+            })?;
+        answer
+            .await
+            .map_err(|_| HashError::Failed("a hashing thread stopped".to_owned()))?
+    }
+
+    /// How many hashes have been computed since start: lets tests and metrics see that a
+    /// refused request did no hashing.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+}
+
+/// One worker: its memory is allocated at the first job and reused for every later one.
+fn work(inbox: &Receiver<Job>, completed: &AtomicU64) {
+    let params = Params::default();
+    let mut memory: Vec<Block> = Vec::new();
+    while let Ok(job) = inbox.recv() {
+        if memory.is_empty() {
+            memory = vec![Block::default(); params.block_count()];
+        }
+        let result = hash_into(&params, &job.password, &mut memory);
+        completed.fetch_add(1, Ordering::Relaxed);
+        // The requester may have gone (its client disconnected); nothing to do then.
+        let _ = job.reply.send(result);
+    }
+}
+
+fn hash_into(
+    params: &Params,
+    password: &Password,
+    memory: &mut [Block],
+) -> Result<String, HashError> {
+    let failed = |err: &dyn std::fmt::Display| HashError::Failed(err.to_string());
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut salt = [0u8; SALT_BYTES];
+    getrandom::fill(&mut salt).map_err(|err| failed(&err))?;
+    let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2
+        .hash_password_into_with_memory(password.expose().as_bytes(), &salt, &mut output, memory)
+        .map_err(|err| failed(&err))?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|err| failed(&err))?,
+        salt: Some(Salt::new(&salt).map_err(|err| failed(&err))?),
+        hash: Some(Output::new(&output).map_err(|err| failed(&err))?),
+    };
+    Ok(hash.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use argon2::{PasswordVerifier, password_hash::phc::PasswordHash};
+
+    use super::*;
+    use crate::domain::PasswordPolicy;
+
+    #[tokio::test]
+    async fn hashes_from_reused_memory_verify_and_differ_by_salt() {
+        let hasher = PasswordHasher::new(1, 4).unwrap();
+        let password =
+            Password::parse("correct horse battery staple", PasswordPolicy::default()).unwrap();
+        let first = hasher.hash(password.clone()).await.unwrap();
+        let second = hasher.hash(password).await.unwrap();
+        assert_ne!(first, second);
+        assert!(
+            first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{first}"
+        );
+        for phc in [&first, &second] {
+            let parsed = PasswordHash::new(phc).unwrap();
             Argon2::default()
-                .hash_password(password.expose().as_bytes())
-                .map(|hash| hash.to_string())
-        })
-        .await?
-        .map_err(|err| anyhow::anyhow!("argon2 failed: {err}"))?;
-        Ok(phc)
+                .verify_password(b"correct horse battery staple", &parsed)
+                .unwrap();
+            assert!(
+                Argon2::default()
+                    .verify_password(b"correct horse battery stapler", &parsed)
+                    .is_err()
+            );
+        }
+        assert_eq!(hasher.completed(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_busy_at_once() {
+        let hasher = PasswordHasher::new(1, 1).unwrap();
+        let password =
+            Password::parse("correct horse battery staple", PasswordPolicy::default()).unwrap();
+        let pending: Vec<_> = (0..8)
+            .map(|_| {
+                let hasher = hasher.clone();
+                let password = password.clone();
+                tokio::spawn(async move { hasher.hash(password).await })
+            })
+            .collect();
+        let mut busy = 0;
+        let mut hashed = 0;
+        for task in pending {
+            match task.await.unwrap() {
+                Ok(_) => hashed += 1,
+                Err(HashError::Busy) => busy += 1,
+                Err(err) => panic!("{err}"),
+            }
+        }
+        // One hashing, one waiting: of eight at once, at least six are turned away.
+        assert!(busy >= 6, "busy {busy}, hashed {hashed}");
+        assert!(hashed >= 1);
     }
 }

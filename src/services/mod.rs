@@ -2,8 +2,9 @@
 //! typed error of its own with an opaque `Internal` variant for everything unexpected.
 
 pub mod accounts;
+pub mod client_budget;
 mod hashing;
 pub mod purge;
 pub mod throttle;
 
-pub use hashing::PasswordHasher;
+pub use hashing::{HashError, PasswordHasher};

@@ -17,7 +17,7 @@ pub struct PurgeReport {
     pub users: u64,
     /// Tokens that expired longer ago than the allowed time.
     pub tokens: u64,
-    /// Mail-limit rows with nothing left to limit.
+    /// Mail-limit and client-budget rows with nothing left to limit.
     pub throttles: u64,
 }
 
@@ -57,7 +57,8 @@ pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<Purg
         )
         .exec(db)
         .await?
-        .rows_affected;
+        .rows_affected
+        + super::client_budget::purge(db).await?;
     Ok(PurgeReport {
         users,
         tokens,

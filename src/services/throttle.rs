@@ -7,7 +7,8 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use entity::mail_throttles::{self, Column};
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, QuerySelect, sea_query::OnConflict,
+    ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, QuerySelect,
+    prelude::DateTimeWithTimeZone, sea_query::OnConflict,
 };
 
 use crate::db::now;
@@ -24,11 +25,51 @@ pub struct ThrottlePolicy {
     pub hourly_limit: u32,
 }
 
-/// Too soon: another mail may go out after `retry_after`.
+/// Too soon: another request of this kind may succeed after `retry_after`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimited {
     /// How long to wait, rounded up to whole seconds.
     pub retry_after: Duration,
+    /// Which limit was reached.
+    pub scope: LimitScope,
+}
+
+/// The limits a request can reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// Account mail to one address.
+    Address,
+    /// Costly requests from one client network.
+    Client,
+}
+
+impl RateLimited {
+    /// A wait of `wait`, rounded up to whole seconds and at least one.
+    pub fn after(wait: TimeDelta, scope: LimitScope) -> Self {
+        let seconds =
+            u64::try_from(wait.num_seconds()).unwrap_or(0) + u64::from(wait.subsec_nanos() > 0);
+        Self {
+            retry_after: Duration::from_secs(seconds.max(1)),
+            scope,
+        }
+    }
+}
+
+/// Whether a mail to the address with uniqueness key `key` would be refused now, without
+/// recording anything: lets a request that would be refused skip its costly work. The answer
+/// is advisory (a concurrent request may change it); [`take`] decides.
+pub async fn peek<C: ConnectionTrait>(
+    db: &C,
+    key: &str,
+    policy: ThrottlePolicy,
+) -> Result<Result<(), RateLimited>, DbErr> {
+    let row = mail_throttles::Entity::find_by_id(key.to_owned())
+        .one(db)
+        .await?;
+    Ok(match row {
+        Some(row) => decide(&row, now(), policy).map(drop),
+        None => Ok(()),
+    })
 }
 
 /// Records one mail to the address with uniqueness key `key` if the policy allows it now.
@@ -60,6 +101,27 @@ pub async fn take<C: ConnectionTrait>(
     // judge by a time from before the mail that made it wait.
     let now = now();
 
+    let (window_started_at, sent) = match decide(&row, now, policy) {
+        Ok(window) => window,
+        Err(limited) => return Ok(Err(limited)),
+    };
+    mail_throttles::Entity::update(mail_throttles::ActiveModel {
+        email_key: Set(row.email_key),
+        window_started_at: Set(window_started_at),
+        sent_in_window: Set(sent.saturating_add(1)),
+        last_sent_at: Set(Some(now)),
+    })
+    .exec(txn)
+    .await?;
+    Ok(Ok(()))
+}
+
+/// The window and count a new mail would be recorded in, or how long to wait.
+fn decide(
+    row: &mail_throttles::Model,
+    now: DateTimeWithTimeZone,
+    policy: ThrottlePolicy,
+) -> Result<(DateTimeWithTimeZone, i32), RateLimited> {
     let (window_started_at, sent) = if row.window_started_at + WINDOW <= now {
         (now, 0)
     } else {
@@ -74,19 +136,7 @@ pub async fn take<C: ConnectionTrait>(
         wait = wait.max(window_started_at + WINDOW - now);
     }
     if wait > TimeDelta::zero() {
-        let seconds =
-            u64::try_from(wait.num_seconds()).unwrap_or(0) + u64::from(wait.subsec_nanos() > 0);
-        return Ok(Err(RateLimited {
-            retry_after: Duration::from_secs(seconds.max(1)),
-        }));
+        return Err(RateLimited::after(wait, LimitScope::Address));
     }
-    mail_throttles::Entity::update(mail_throttles::ActiveModel {
-        email_key: Set(row.email_key),
-        window_started_at: Set(window_started_at),
-        sent_in_window: Set(sent.saturating_add(1)),
-        last_sent_at: Set(Some(now)),
-    })
-    .exec(txn)
-    .await?;
-    Ok(Ok(()))
+    Ok((window_started_at, sent))
 }

@@ -15,6 +15,9 @@ use tokio::sync::oneshot;
 
 use crate::smtp::{ReceivedMail, SmtpServer};
 
+/// The GraphQL-over-HTTP media type, under which request errors get 4xx.
+pub const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
 /// A password that meets the default policy.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -183,9 +186,21 @@ impl TestApp {
 
     /// POSTs a GraphQL request and returns the HTTP status and the JSON body.
     pub async fn post_graphql(&self, query: &str, variables: Value) -> (u16, Value) {
+        self.post_graphql_accepting("application/json", query, variables)
+            .await
+    }
+
+    /// POSTs a GraphQL request with `accept` as its `Accept` header.
+    pub async fn post_graphql_accepting(
+        &self,
+        accept: &str,
+        query: &str,
+        variables: Value,
+    ) -> (u16, Value) {
         let response = self
             .http
             .post(self.url("/graphql"))
+            .header("accept", accept)
             .json(&json!({ "query": query, "variables": variables }))
             .send()
             .await

@@ -5,7 +5,7 @@ use entity::{outbox_messages, users};
 use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, TestApp, on_both_backends};
+use crate::helpers::{Backend, GRAPHQL_RESPONSE, PASSWORD, TestApp, on_both_backends};
 
 on_both_backends!(an_internal_failure_is_masked_logged_by_request_id_and_leaves_no_half_account);
 
@@ -69,16 +69,27 @@ async fn bodies_that_are_not_json_are_refused_with_415() {
 }
 
 #[tokio::test]
+async fn documents_that_do_not_parse_or_validate_get_400_as_graphql_responses_and_200_as_json() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    for document in ["{ passwordPolicy { ", "{ noSuchField }"] {
+        let (status, body) = app
+            .post_graphql_accepting(GRAPHQL_RESPONSE, document, json!({}))
+            .await;
+        assert_eq!(status, 400, "{document}: {body}");
+        assert!(body.get("data").is_none(), "{body}");
+        assert!(body["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()));
+
+        let (status, body) = app.post_graphql(document, json!({})).await;
+        assert_eq!(status, 200, "{document}: {body}");
+        assert_eq!(body["data"], Value::Null, "{body}");
+        assert!(body["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}
+
+#[tokio::test]
 async fn malformed_requests_get_a_graphql_error_with_status_400() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    for body in [
-        "not json",
-        "{}",
-        r#"{"query":""}"#,
-        r#"{"query":"{ passwordPolicy { "}"#,
-        r#"{"query":"{ noSuchField }"}"#,
-        "[]",
-    ] {
+    for body in ["not json", "{}", r#"{"query":""}"#, "[]", r#"{"query": 5}"#] {
         let (status, text) = post_raw(&app, "application/json", body).await;
         assert_eq!(status, 400, "{body}: {text}");
         let parsed: Value = serde_json::from_str(&text).unwrap();
@@ -195,7 +206,9 @@ async fn a_document_cannot_alias_more_than_two_costly_mutations() {
             .collect();
         format!("mutation {{ {fields} }}")
     };
-    let (status, body) = app.post_graphql(&aliased(3, "three"), json!({})).await;
+    let (status, body) = app
+        .post_graphql_accepting(GRAPHQL_RESPONSE, &aliased(3, "three"), json!({}))
+        .await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["errors"][0]["message"]
@@ -222,7 +235,9 @@ async fn deeply_nested_documents_are_refused() {
         "ofType {".repeat(14),
         "}".repeat(14)
     );
-    let (status, body) = app.post_graphql(&nested, json!({})).await;
+    let (status, body) = app
+        .post_graphql_accepting(GRAPHQL_RESPONSE, &nested, json!({}))
+        .await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["errors"][0]["message"]
@@ -370,11 +385,14 @@ async fn the_confirm_page_is_self_contained_and_leaks_no_referrer() {
 }
 
 #[tokio::test]
-async fn health_reports_a_reachable_database() {
+async fn liveness_and_readiness_answer_ok_with_a_reachable_database() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let response = app.http.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "ok");
+    let response = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ready");
 }
 
 #[tokio::test]
