@@ -28,7 +28,7 @@ use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
-    timeout::{RequestBodyTimeoutLayer, TimeoutLayer},
+    timeout::{RequestBodyDeadlineLayer, TimeoutLayer},
     trace::TraceLayer,
 };
 
@@ -99,7 +99,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/readyz", get(pages::readyz))
         .with_state(http)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(RequestBodyDeadlineLayer::new(body_timeout))
         .layer(CatchPanicLayer::custom(|_| panicked()))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,

@@ -87,10 +87,12 @@ async fn the_typed_client_generates_from_the_committed_schema_and_type_checks() 
 #[tokio::test]
 async fn removing_a_field_the_client_uses_fails_its_generation() {
     let schema = committed_schema();
-    // The first `retryAfterSeconds` (RegisterPayload's), with the description above it.
-    let field = schema
+    // RegisterPayload's `retryAfterSeconds`, with the description above it.
+    let start = schema.find("type RegisterPayload").expect("the payload type");
+    let field = schema[start..]
         .find("\tretryAfterSeconds: Int\n")
-        .expect("the field this test removes");
+        .expect("the field this test removes")
+        + start;
     let closing = schema[..field]
         .rfind("\t\"\"\"\n")
         .expect("its description");

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use admit::{Application, settings::Cli};
+use admit::{Application, services::PasswordHasher, settings::Cli};
 use clap::Parser;
 use entity::{users, verification_tokens};
 use sea_orm::{
@@ -117,6 +117,8 @@ pub struct TestApp {
     pub db: DatabaseConnection,
     pub smtp: SmtpServer,
     pub http: reqwest::Client,
+    /// The service's password hasher, to count the hashes a request cost.
+    pub hasher: PasswordHasher,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     args: Vec<String>,
@@ -168,6 +170,7 @@ impl TestApp {
             address: running.address,
             database_url: database.url.clone(),
             db: running.db,
+            hasher: running.hasher,
             smtp,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -215,6 +218,23 @@ impl TestApp {
         assert_eq!(status, 200, "{body}");
         assert!(body.get("errors").is_none(), "unexpected errors: {body}");
         body["data"].clone()
+    }
+
+    /// POSTs a GraphQL request with `client` (e.g. one bound to another loopback address).
+    pub async fn post_graphql_with(
+        &self,
+        client: &reqwest::Client,
+        query: &str,
+        variables: Value,
+    ) -> (u16, Value) {
+        let response = client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("POST /graphql");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
     }
 
     /// `register` with the given fields; returns the payload.
@@ -272,6 +292,7 @@ impl TestApp {
         let running = Running::launch(&self.args).await;
         self.address = running.address;
         self.db = running.db;
+        self.hasher = running.hasher;
         self.stop = Some(running.stop);
         self.server = Some(running.server);
         self
@@ -317,6 +338,7 @@ impl TestApp {
 struct Running {
     address: SocketAddr,
     db: DatabaseConnection,
+    hasher: PasswordHasher,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -327,6 +349,7 @@ impl Running {
         let app = Application::build(settings).await.expect("admit starts");
         let address = app.local_addr().expect("bound address");
         let db = app.state().db.clone();
+        let hasher = app.state().hasher.clone();
         let (stop, stopped) = oneshot::channel();
         let server = tokio::spawn(app.run(async {
             let _ = stopped.await;
@@ -334,6 +357,7 @@ impl Running {
         Self {
             address,
             db,
+            hasher,
             stop,
             server,
         }
@@ -373,3 +397,13 @@ macro_rules! on_both_backends {
     };
 }
 pub(crate) use on_both_backends;
+
+/// An HTTP client whose connections leave from `ip`: 127.0.0.2 and 127.0.0.3 are as local as
+/// 127.0.0.1, so one machine can play two clients.
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().expect("an IP address"))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}

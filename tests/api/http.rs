@@ -77,12 +77,20 @@ async fn documents_that_do_not_parse_or_validate_get_400_as_graphql_responses_an
             .await;
         assert_eq!(status, 400, "{document}: {body}");
         assert!(body.get("data").is_none(), "{body}");
-        assert!(body["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
 
         let (status, body) = app.post_graphql(document, json!({})).await;
         assert_eq!(status, 200, "{document}: {body}");
         assert_eq!(body["data"], Value::Null, "{body}");
-        assert!(body["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
 }
 

@@ -1,12 +1,16 @@
 //! admit's integration tests: one binary, real databases, real SMTP, real HTTP.
 
 mod binary;
+mod budgets;
 mod client;
 mod confirm;
+mod connections;
 mod delivery;
+mod documents;
 mod helpers;
 mod http;
 mod lifecycle;
+mod outage;
 mod pages;
 mod process;
 mod purge;

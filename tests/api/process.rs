@@ -34,7 +34,29 @@ pub struct AdmitProcess {
 impl AdmitProcess {
     /// Starts `admit` in `dir` on a free port with `env`, and waits until it serves.
     pub async fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut command = admit_command(dir);
+        Self::spawn(admit_command(dir), env).await
+    }
+
+    /// Like [`start`](Self::start), with the process allowed only `descriptors` open files
+    /// (`ulimit -n`), soft and hard.
+    pub async fn start_with_descriptors(
+        dir: &Path,
+        env: &[(&str, &str)],
+        descriptors: u32,
+    ) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .kill_on_drop(true)
+            .arg("-c")
+            .arg(format!("ulimit -n {descriptors} && exec \"$0\""))
+            .arg(env!("CARGO_BIN_EXE_admit"));
+        Self::spawn(command, env).await
+    }
+
+    async fn spawn(mut command: Command, env: &[(&str, &str)]) -> Self {
         command
             .env("ADMIT_LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied())
@@ -102,14 +124,23 @@ impl AdmitProcess {
 
     /// POSTs a GraphQL request; `None` when the process did not answer (e.g. it was killed).
     pub async fn graphql(&self, query: &str, variables: Value) -> Option<Value> {
+        self.graphql_with_status(query, variables)
+            .await
+            .map(|(_, body)| body)
+    }
+
+    /// POSTs a GraphQL request; the status and body, `None` when no answer came in 30 s.
+    pub async fn graphql_with_status(&self, query: &str, variables: Value) -> Option<(u16, Value)> {
         let response = self
             .http
             .post(format!("http://{}/graphql", self.listen))
+            .timeout(Duration::from_secs(30))
             .json(&json!({ "query": query, "variables": variables }))
             .send()
             .await
             .ok()?;
-        response.json().await.ok()
+        let status = response.status().as_u16();
+        Some((status, response.json().await.ok()?))
     }
 
     /// `register` for `email` with the test password; whether it was accepted.
@@ -151,6 +182,23 @@ impl AdmitProcess {
             .expect("admit exits after SIGTERM")
             .expect("wait");
         status.code()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// GETs `path`; the status, or `None` when no answer came within `timeout`.
+    pub async fn get(&self, path: &str, timeout: Duration) -> Option<u16> {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", self.listen))
+            .timeout(timeout)
+            .send()
+            .await
+            .ok()?;
+        Some(response.status().as_u16())
     }
 
     /// `kill -9`: no chance to clean up.

@@ -1,0 +1,232 @@
+//! What one client can make admit spend: a budget of costly requests per client network and
+//! minute (kept in the database), at most two costly operations per HTTP request, no hashing for
+//! a request that will be refused anyway, and a bounded hashing queue.
+
+use sea_orm::{EntityTrait, PaginatorTrait};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, PASSWORD, TestApp, client_from, on_both_backends};
+
+on_both_backends!(
+    one_client_over_its_budget_is_refused_without_hashing_while_another_is_served,
+    behind_a_trusted_proxy_the_forwarded_client_is_counted,
+    the_budget_survives_a_restart,
+);
+
+const CONFIRM: &str = "mutation($token: String!) {
+    confirmAccount(token: $token) { user { id } retryAfterSeconds userErrors { code message } }
+}";
+const REGISTER: &str = "mutation($input: RegisterInput!) {
+    register(input: $input) { accepted retryAfterSeconds userErrors { code message } }
+}";
+
+/// A token of the right shape that admit never issued.
+fn unknown_token() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(uuid::Uuid::now_v7().as_bytes().repeat(2))
+}
+
+async fn confirm_from(app: &TestApp, client: &reqwest::Client) -> Value {
+    let (status, body) = app
+        .post_graphql_with(client, CONFIRM, json!({ "token": unknown_token() }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["confirmAccount"].clone()
+}
+
+fn first_code(payload: &Value) -> &str {
+    payload["userErrors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+async fn one_client_over_its_budget_is_refused_without_hashing_while_another_is_served(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_with(backend, &["--ip-rate-limit", "3"]).await;
+    let greedy = client_from("127.0.0.2");
+    let other = client_from("127.0.0.3");
+    for _ in 0..3 {
+        assert_eq!(
+            first_code(&confirm_from(&app, &greedy).await),
+            "TOKEN_INVALID"
+        );
+    }
+    let refused = confirm_from(&app, &greedy).await;
+    assert_eq!(first_code(&refused), "RATE_LIMITED", "{refused}");
+    let wait = refused["retryAfterSeconds"].as_u64().unwrap();
+    assert!((1..=60).contains(&wait), "{refused}");
+    assert!(
+        refused["userErrors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("your network")
+    );
+
+    // A sign-up from the greedy client is refused before any hashing, and creates nothing.
+    let hashed = app.hasher.completed();
+    let (_, body) = app
+        .post_graphql_with(
+            &greedy,
+            REGISTER,
+            json!({ "input": { "email": "late@example.com", "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(
+        first_code(&body["data"]["register"]),
+        "RATE_LIMITED",
+        "{body}"
+    );
+    assert_eq!(app.hasher.completed(), hashed);
+    assert_eq!(
+        entity::users::Entity::find().count(&app.db).await.unwrap(),
+        0
+    );
+
+    // The other client has a budget of its own.
+    assert_eq!(
+        first_code(&confirm_from(&app, &other).await),
+        "TOKEN_INVALID"
+    );
+    let (_, body) = app
+        .post_graphql_with(
+            &other,
+            REGISTER,
+            json!({ "input": { "email": "other@example.com", "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(body["data"]["register"]["accepted"], true, "{body}");
+}
+
+async fn behind_a_trusted_proxy_the_forwarded_client_is_counted(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &["--ip-rate-limit", "2", "--trusted-proxies", "127.0.0.2/32"],
+    )
+    .await;
+    let proxy = client_from("127.0.0.2");
+    let stranger = client_from("127.0.0.3");
+    let confirm = |client: &reqwest::Client, forwarded: &str| {
+        let request = client
+            .post(app.url("/graphql"))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({ "query": CONFIRM, "variables": { "token": unknown_token() } }));
+        async move {
+            let body: Value = request.send().await.unwrap().json().await.unwrap();
+            first_code(&body["data"]["confirmAccount"]).to_owned()
+        }
+    };
+    // Through the proxy, each forwarded client has its own budget; what a client wrote to the
+    // left of the proxy's entry does not matter.
+    assert_eq!(confirm(&proxy, "203.0.113.7").await, "TOKEN_INVALID");
+    assert_eq!(
+        confirm(&proxy, "198.51.100.1, 203.0.113.7").await,
+        "TOKEN_INVALID"
+    );
+    assert_eq!(
+        confirm(&proxy, "10.0.0.1, 203.0.113.7").await,
+        "RATE_LIMITED"
+    );
+    assert_eq!(confirm(&proxy, "203.0.113.8").await, "TOKEN_INVALID");
+    // A client that is not the proxy cannot pick someone else's budget, nor escape its own.
+    assert_eq!(confirm(&stranger, "203.0.113.7").await, "TOKEN_INVALID");
+    assert_eq!(confirm(&stranger, "203.0.113.9").await, "TOKEN_INVALID");
+    assert_eq!(confirm(&stranger, "203.0.113.10").await, "RATE_LIMITED");
+}
+
+async fn the_budget_survives_a_restart(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--ip-rate-limit", "2"]).await;
+    let client = client_from("127.0.0.2");
+    for _ in 0..2 {
+        assert_eq!(
+            first_code(&confirm_from(&app, &client).await),
+            "TOKEN_INVALID"
+        );
+    }
+    let app = app.restart().await;
+    assert_eq!(
+        first_code(&confirm_from(&app, &client).await),
+        "RATE_LIMITED"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_runs_at_most_two_costly_operations_batches_and_aliases_together() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let register = |i: usize| {
+        json!({
+            "query": REGISTER,
+            "variables": { "input": { "email": format!("batch{i}@example.com"), "password": PASSWORD } },
+        })
+    };
+    let batch: Vec<Value> = (0..5).map(register).collect();
+    let answers: Vec<Value> = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let accepted = answers
+        .iter()
+        .filter(|answer| answer["data"]["register"]["accepted"] == true)
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|answer| answer["errors"][0]["extensions"]["code"] == "TOO_MANY_OPERATIONS")
+        .count();
+    assert_eq!((accepted, refused), (2, 3), "{answers:?}");
+    assert_eq!(app.hasher.completed(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_refused_by_the_address_limit_does_no_hashing() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let first = app.register("again@example.com", PASSWORD, None).await;
+    assert_eq!(first["accepted"], true, "{first}");
+    assert_eq!(app.hasher.completed(), 1);
+    let second = app.register("again@example.com", PASSWORD, None).await;
+    assert_eq!(first_code(&second), "RATE_LIMITED", "{second}");
+    assert_eq!(app.hasher.completed(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_hashing_queue_answers_service_unavailable_at_once() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &["--hash-concurrency", "1", "--hash-queue", "1"],
+    )
+    .await;
+    let answers = futures::future::join_all((0..40).map(|i| {
+        let app = &app;
+        async move {
+            app.post_graphql(
+                REGISTER,
+                json!({ "input": { "email": format!("burst{i}@example.com"), "password": PASSWORD } }),
+            )
+            .await
+        }
+    }))
+    .await;
+    let mut accepted = 0u64;
+    let mut unavailable = 0u64;
+    for (status, body) in &answers {
+        if body["data"]["register"]["accepted"] == true {
+            accepted += 1;
+        } else {
+            assert_eq!(*status, 503, "{body}");
+            assert_eq!(
+                body["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
+                "{body}"
+            );
+            unavailable += 1;
+        }
+    }
+    assert!(accepted >= 1 && unavailable >= 1, "{answers:?}");
+    assert_eq!(accepted + unavailable, 40);
+    assert_eq!(app.hasher.completed(), accepted);
+}
