@@ -37,6 +37,43 @@ enum Media {
     GraphqlResponse,
 }
 
+/// A request refused before execution: the status and the GraphQL-shaped error to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What the client is told.
+    pub message: String,
+    /// The `extensions.code`, where there is one.
+    pub code: Option<&'static str>,
+}
+
+impl Refusal {
+    fn bad_request(message: String) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message,
+            code: None,
+        }
+    }
+}
+
+impl From<limits::LimitError> for Refusal {
+    fn from(limit: limits::LimitError) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: limit.to_string(),
+            code: Some(limit.code()),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error_response(self.status, &self.message, self.code)
+    }
+}
+
 /// `GET /graphql`: GraphiQL for a browser, otherwise a query from the URL's parameters.
 pub(super) async fn get(
     State(http): State<HttpState>,
@@ -44,11 +81,9 @@ pub(super) async fn get(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let params = match GetParams::parse(uri.query().unwrap_or_default()) {
-        Ok(params) => params,
-        Err(message) => return error_response(StatusCode::BAD_REQUEST, &message, None),
-    };
-    if params.query.is_none() && accepts(&headers, "text/html") {
+    let raw = uri.query().unwrap_or_default();
+    let is_ide = GetParams::parse(raw).is_ok_and(|params| params.query.is_none());
+    if is_ide && accepts(&headers, "text/html") {
         return Html(
             GraphiQLSource::build()
                 .endpoint("/graphql")
@@ -57,13 +92,10 @@ pub(super) async fn get(
         )
         .into_response();
     }
-    let mut request = match params.into_request() {
+    let mut request = match decode_get(raw) {
         Ok(request) => request,
-        Err(message) => return error_response(StatusCode::BAD_REQUEST, &message, None),
+        Err(refusal) => return refusal.into_response(),
     };
-    if let Err(refusal) = limits::check_request(&mut request) {
-        return refused(&refusal);
-    }
     if selects_mutation(&mut request) {
         let mut response = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -92,30 +124,37 @@ pub(super) async fn post(
             None,
         );
     }
-    let mut batch: BatchRequest = match serde_json::from_slice(&body) {
-        Ok(batch) => batch,
-        Err(err) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("The body is not a GraphQL request in JSON: {err}"),
-                None,
-            );
-        }
-    };
+    match decode_post(&body) {
+        Ok(batch) => execute(&http, client, &headers, batch).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// The request a GET's query string carries, within every limit and parsed; what the endpoint
+/// does before execution, with no database involved (the fuzz target drives it).
+pub fn decode_get(query_string: &str) -> Result<Request, Refusal> {
+    let mut request = GetParams::parse(query_string)
+        .and_then(GetParams::into_request)
+        .map_err(Refusal::bad_request)?;
+    limits::check_request(&mut request)?;
+    Ok(request)
+}
+
+/// The request or batch a POST's JSON body carries, within every limit and parsed.
+pub fn decode_post(body: &[u8]) -> Result<BatchRequest, Refusal> {
+    let mut batch: BatchRequest = serde_json::from_slice(body).map_err(|err| {
+        Refusal::bad_request(format!("The body is not a GraphQL request in JSON: {err}"))
+    })?;
     let count = batch.iter().count();
     if count == 0 || count > MAX_BATCH {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            &format!("A batch must hold between 1 and {MAX_BATCH} operations."),
-            None,
-        );
+        return Err(Refusal::bad_request(format!(
+            "A batch must hold between 1 and {MAX_BATCH} operations."
+        )));
     }
     for request in batch.iter_mut() {
-        if let Err(refusal) = limits::check_request(request) {
-            return refused(&refusal);
-        }
+        limits::check_request(request)?;
     }
-    execute(&http, client, &headers, batch).await
+    Ok(batch)
 }
 
 /// The parameters of a GET request, as the GraphQL-over-HTTP specification names them.
@@ -318,15 +357,6 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize, media: Media)
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
-}
-
-/// A document refused by the limits, before async-graphql saw it.
-fn refused(refusal: &limits::LimitError) -> Response {
-    error_response(
-        StatusCode::BAD_REQUEST,
-        &refusal.to_string(),
-        Some(refusal.code()),
-    )
 }
 
 /// A GraphQL-shaped error body (`{"errors":[{"message":...}]}`) with `status`.

@@ -33,6 +33,7 @@ use tower_http::{
 };
 
 pub use client::client_address;
+pub use graphql::{Refusal, decode_get, decode_post};
 pub use server::{ConnectionPolicy, connection_cap, serve};
 
 use crate::{

@@ -88,7 +88,9 @@ async fn the_typed_client_generates_from_the_committed_schema_and_type_checks() 
 async fn removing_a_field_the_client_uses_fails_its_generation() {
     let schema = committed_schema();
     // RegisterPayload's `retryAfterSeconds`, with the description above it.
-    let start = schema.find("type RegisterPayload").expect("the payload type");
+    let start = schema
+        .find("type RegisterPayload")
+        .expect("the payload type");
     let field = schema[start..]
         .find("\tretryAfterSeconds: Int\n")
         .expect("the field this test removes")

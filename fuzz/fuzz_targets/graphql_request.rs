@@ -1,0 +1,25 @@
+//! Raw bytes as a POST body and as a GET query string, through everything `/graphql` does
+//! before and during execution: JSON decoding, the document limits, parsing, validation and
+//! execution of a schema that has no database (resolvers stop at the missing state).
+#![no_main]
+
+use std::sync::LazyLock;
+
+use admit::{
+    graphql::{AdmitSchema, build_schema},
+    http::{decode_get, decode_post},
+};
+use libfuzzer_sys::fuzz_target;
+
+static SCHEMA: LazyLock<AdmitSchema> = LazyLock::new(|| build_schema(None, true));
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(batch) = decode_post(data) {
+        futures::executor::block_on(SCHEMA.execute_batch(batch));
+    }
+    if let Ok(query_string) = std::str::from_utf8(data)
+        && let Ok(request) = decode_get(query_string)
+    {
+        futures::executor::block_on(SCHEMA.execute(request));
+    }
+});
