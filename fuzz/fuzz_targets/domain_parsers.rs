@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(!email.key().is_empty());
         assert!(!email.deliverable().is_empty());
     }
-    let _ = Password::parse(&text, PasswordPolicy::default());
+    let _ = Password::parse(&text, PasswordPolicy::default(), &[&text]);
     let _ = ConfirmationToken::parse(&text);
     let _ = DisplayName::parse(&text);
     let _ = limits::scan_source(&text);

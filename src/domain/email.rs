@@ -58,13 +58,21 @@ impl EmailAddress {
         if labels.len() < 2 || labels.iter().any(|label| label.is_empty()) {
             return Err(EmailError::Invalid);
         }
-        // A domain that is all digits and dots is an IPv4 address written without brackets.
-        if ascii_domain.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        // The top-level label must be a name, not a number: that rules out IPv4 addresses
+        // written without brackets in any notation (`127.0.0.1`, `0x7f.1`). Internationalized
+        // top-level domains arrive here as `xn--` labels.
+        let top = labels.last().copied().unwrap_or_default();
+        if !(top.bytes().all(|b| b.is_ascii_alphabetic()) || top.starts_with("xn--")) {
             return Err(EmailError::Invalid);
         }
         let deliverable = format!("{local}@{ascii_domain}");
         if deliverable.len() > MAX_OCTETS {
             return Err(EmailError::TooLong);
+        }
+        // The mailer's own rule (which refuses `a..b@`, `.a@` and `a.@`, among others): an
+        // address accepted here can always be sent to.
+        if deliverable.parse::<lettre::Address>().is_err() {
+            return Err(EmailError::Invalid);
         }
         let key = format!("{}@{ascii_domain}", local.to_lowercase());
         Ok(Self {
@@ -120,6 +128,11 @@ mod tests {
             "a@example..com",
             "@example.com",
             "a@",
+            "a..b@example.com",
+            ".a@example.com",
+            "a.@example.com",
+            "user@0x7f.1",
+            "user@example.123",
         ] {
             assert_eq!(
                 EmailAddress::parse(raw),
@@ -128,6 +141,12 @@ mod tests {
             );
         }
         assert_eq!(EmailAddress::parse("   "), Err(EmailError::Empty));
+    }
+
+    #[test]
+    fn internationalized_top_level_domains_are_names_too() {
+        let email = EmailAddress::parse("anna@example.рф").unwrap();
+        assert_eq!(email.deliverable(), "anna@example.xn--p1ai");
     }
 
     #[test]

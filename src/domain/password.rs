@@ -26,7 +26,8 @@ impl Default for PasswordPolicy {
 #[derive(Clone)]
 pub struct Password(SecretString);
 
-/// Why a password does not meet the policy.
+/// Why a password does not meet the policy. The length is counted in code points as the person
+/// typed them; normalization is for hashing only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
     /// Fewer code points than the policy's minimum.
@@ -41,13 +42,37 @@ pub enum PasswordError {
         /// The policy's maximum.
         max: usize,
     },
+    /// Nothing but spaces or invisible characters.
+    #[error("Use letters, digits or symbols, not only spaces.")]
+    Blank,
+    /// Contains the account's own address or name.
+    #[error("Don't use your email address or name in your password.")]
+    ContainsAccountName,
+    /// On the list of passwords attackers try first, or as easy to guess.
+    #[error(
+        "This password is too common or too easy to guess. Try a few unrelated words, or a password manager's suggestion."
+    )]
+    TooCommon,
 }
 
+/// Shortest account word (local part, name) that a password may not contain: shorter ones such
+/// as "al" would refuse too much.
+const MIN_ACCOUNT_WORD: usize = 3;
+/// The strength estimate below which a password counts as common: zxcvbn's score 2 means an
+/// estimated 10^6 guesses or more, beyond what the online throttles let anyone try.
+const MIN_SCORE: zxcvbn::Score = zxcvbn::Score::Two;
+
 impl Password {
-    /// Normalizes `raw` and checks its length. The password is never trimmed or truncated.
-    pub fn parse(raw: &str, policy: PasswordPolicy) -> Result<Self, PasswordError> {
-        let normalized: String = raw.nfkc().collect();
-        let length = normalized.chars().count();
+    /// Checks `raw` against the policy and against the words of the account it would protect
+    /// (`account_words`: the address's local part, the display name), then normalizes it. The
+    /// password is never trimmed or truncated.
+    pub fn parse(
+        raw: &str,
+        policy: PasswordPolicy,
+        account_words: &[&str],
+    ) -> Result<Self, PasswordError> {
+        // Counted as typed: one U+FDFA must not pass for eighteen characters.
+        let length = raw.chars().count();
         if length < policy.min_length {
             return Err(PasswordError::TooShort {
                 min: policy.min_length,
@@ -58,6 +83,26 @@ impl Password {
                 max: policy.max_length,
             });
         }
+        if raw
+            .chars()
+            .all(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+        {
+            return Err(PasswordError::Blank);
+        }
+        let normalized: String = raw.nfkc().collect();
+        let folded = normalized.to_lowercase();
+        let words: Vec<String> = account_words
+            .iter()
+            .map(|word| word.trim().to_lowercase())
+            .filter(|word| word.chars().count() >= MIN_ACCOUNT_WORD)
+            .collect();
+        if words.iter().any(|word| folded.contains(word.as_str())) {
+            return Err(PasswordError::ContainsAccountName);
+        }
+        let inputs: Vec<&str> = words.iter().map(String::as_str).collect();
+        if zxcvbn::zxcvbn(&normalized, &inputs).score() < MIN_SCORE {
+            return Err(PasswordError::TooCommon);
+        }
         Ok(Self(SecretString::from(normalized)))
     }
 
@@ -65,6 +110,11 @@ impl Password {
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
+}
+
+/// Format characters that render as nothing (zero-width space and joiners, word joiner, BOM).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}')
 }
 
 impl fmt::Debug for Password {
@@ -77,40 +127,80 @@ impl fmt::Debug for Password {
 mod tests {
     use super::*;
 
+    fn parse(raw: &str) -> Result<Password, PasswordError> {
+        Password::parse(raw, PasswordPolicy::default(), &[])
+    }
+
     #[test]
-    fn length_counts_code_points_not_bytes() {
-        let policy = PasswordPolicy::default();
+    fn length_counts_code_points_as_typed() {
         // Twelve code points, thirty-six bytes.
-        assert!(Password::parse("密码密码密码密码密码密码", policy).is_ok());
+        assert!(parse("密码安全长城黄河月亮星星太阳").is_ok());
         assert_eq!(
-            Password::parse("密码密码密码密码密码", policy).unwrap_err(),
+            parse("密码安全长城黄河月亮星").unwrap_err(),
+            PasswordError::TooShort { min: 12 }
+        );
+        // One code point that NFKC turns into eighteen.
+        assert_eq!(
+            parse("\u{FDFA}").unwrap_err(),
             PasswordError::TooShort { min: 12 }
         );
     }
 
     #[test]
     fn passwords_are_nfkc_normalized_and_never_trimmed() {
-        let policy = PasswordPolicy::default();
-        let composed = Password::parse("caf\u{e9} au lait!!", policy).unwrap();
-        let decomposed = Password::parse("cafe\u{301} au lait!!", policy).unwrap();
+        let composed = parse("caf\u{e9} au lait, s'il vous pla\u{ee}t").unwrap();
+        let decomposed = parse("cafe\u{301} au lait, s'il vous plai\u{302}t").unwrap();
         assert_eq!(composed.expose(), decomposed.expose());
-        let spaced = Password::parse("  twelve chars  ", policy).unwrap();
-        assert_eq!(spaced.expose(), "  twelve chars  ");
+        let spaced = parse("  purple giraffe kettle  ").unwrap();
+        assert_eq!(spaced.expose(), "  purple giraffe kettle  ");
     }
 
     #[test]
     fn a_password_over_the_maximum_is_rejected_not_truncated() {
-        let policy = PasswordPolicy::default();
-        assert!(Password::parse(&"x".repeat(128), policy).is_ok());
+        let long: String = "tangerine orbit velvet ".repeat(6);
+        assert!(parse(&long[..128]).is_ok());
         assert_eq!(
-            Password::parse(&"x".repeat(129), policy).unwrap_err(),
+            parse(&long[..129]).unwrap_err(),
             PasswordError::TooLong { max: 128 }
         );
     }
 
     #[test]
+    fn blank_common_and_personal_passwords_are_refused() {
+        for blank in [" ".repeat(14), "\u{200B}".repeat(14), "\t\n".repeat(7)] {
+            assert_eq!(parse(&blank).unwrap_err(), PasswordError::Blank);
+        }
+        for common in [
+            "password12345",
+            "123456789012",
+            "qwertyuiopasdf",
+            "aaaaaaaaaaaaaa",
+        ] {
+            assert_eq!(
+                parse(common).unwrap_err(),
+                PasswordError::TooCommon,
+                "{common}"
+            );
+        }
+        let personal = Password::parse(
+            "ada.lovelace-rocks-42",
+            PasswordPolicy::default(),
+            &["Ada.Lovelace", "Ada"],
+        );
+        assert_eq!(personal.unwrap_err(), PasswordError::ContainsAccountName);
+        assert!(
+            Password::parse(
+                "correct horse battery staple",
+                PasswordPolicy::default(),
+                &["al"]
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn debug_output_never_shows_the_password() {
-        let password = Password::parse("correct horse battery", PasswordPolicy::default()).unwrap();
+        let password = parse("correct horse battery").unwrap();
         assert!(!format!("{password:?}").contains("horse"));
     }
 }

@@ -109,6 +109,8 @@ impl From<PasswordError> for UserError {
         let code = match err {
             PasswordError::TooShort { .. } => ErrorCode::PasswordTooShort,
             PasswordError::TooLong { .. } => ErrorCode::PasswordTooLong,
+            PasswordError::TooCommon => ErrorCode::PasswordTooCommon,
+            PasswordError::Blank | PasswordError::ContainsAccountName => ErrorCode::PasswordTooWeak,
         };
         field_error(&["input", "password"], code, err.to_string())
     }

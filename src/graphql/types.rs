@@ -58,8 +58,15 @@ impl RegisterInput {
         policy: domain::PasswordPolicy,
     ) -> Result<NewAccount, Vec<UserError>> {
         let email = EmailAddress::parse(&self.email);
-        let password = Password::parse(&self.password, policy);
-        let display_name = DisplayName::parse(self.display_name.as_deref().unwrap_or_default());
+        // The words of this account, as typed: the password may not be built on them.
+        let local_part = self
+            .email
+            .trim()
+            .rsplit_once('@')
+            .map_or("", |(local, _)| local);
+        let name = self.display_name.as_deref().unwrap_or_default();
+        let password = Password::parse(&self.password, policy, &[local_part, name]);
+        let display_name = DisplayName::parse(name);
         match (email, password, display_name) {
             (Ok(email), Ok(password), Ok(display_name)) => Ok(NewAccount {
                 email,
@@ -187,6 +194,10 @@ pub enum ErrorCode {
     TokenExpired,
     /// A newer link was sent since; only the newest one works.
     TokenSuperseded,
+    /// The password is on the list of common passwords, or as easy to guess.
+    PasswordTooCommon,
+    /// The password is only white space, or contains the address or the name.
+    PasswordTooWeak,
     /// Too many emails were requested for this address, or too many requests came from the
     /// client's network; see `retryAfterSeconds`.
     RateLimited,
@@ -199,6 +210,11 @@ pub struct PasswordPolicy {
     pub min_length: u32,
     /// Most characters (Unicode code points) a password may have.
     pub max_length: u32,
+    /// Always true: passwords that attackers try first (found in lists of common and leaked
+    /// passwords, or as easy to guess), made only of spaces, or containing the email address's
+    /// local part or the display name are refused with `PASSWORD_TOO_COMMON` or
+    /// `PASSWORD_TOO_WEAK`. Forms can say so next to the length rule.
+    pub rejects_common_passwords: bool,
 }
 
 impl From<domain::PasswordPolicy> for PasswordPolicy {
@@ -206,6 +222,7 @@ impl From<domain::PasswordPolicy> for PasswordPolicy {
         Self {
             min_length: u32::try_from(policy.min_length).unwrap_or(u32::MAX),
             max_length: u32::try_from(policy.max_length).unwrap_or(u32::MAX),
+            rejects_common_passwords: true,
         }
     }
 }

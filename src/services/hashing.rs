@@ -137,8 +137,12 @@ mod tests {
     #[tokio::test]
     async fn hashes_from_reused_memory_verify_and_differ_by_salt() {
         let hasher = PasswordHasher::new(1, 4).unwrap();
-        let password =
-            Password::parse("correct horse battery staple", PasswordPolicy::default()).unwrap();
+        let password = Password::parse(
+            "correct horse battery staple",
+            PasswordPolicy::default(),
+            &[],
+        )
+        .unwrap();
         let first = hasher.hash(password.clone()).await.unwrap();
         let second = hasher.hash(password).await.unwrap();
         assert_ne!(first, second);
@@ -163,8 +167,12 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_answers_busy_at_once() {
         let hasher = PasswordHasher::new(1, 1).unwrap();
-        let password =
-            Password::parse("correct horse battery staple", PasswordPolicy::default()).unwrap();
+        let password = Password::parse(
+            "correct horse battery staple",
+            PasswordPolicy::default(),
+            &[],
+        )
+        .unwrap();
         let pending: Vec<_> = (0..8)
             .map(|_| {
                 let hasher = hasher.clone();

@@ -169,7 +169,7 @@ async fn registering_an_unconfirmed_address_again_replaces_the_password_and_supe
         .await
         .token();
     // ...then its owner signs up.
-    let owner_password = "the owner's own passphrase";
+    let owner_password = "plum sunrise over tallinn";
     let payload = app
         .register("Victim@example.com", owner_password, Some("Owner"))
         .await;

@@ -233,12 +233,16 @@ async fn register_counts_password_length_in_code_points_within_configured_limits
     )
     .await;
     let cases = [
-        ("密码密码密码密码密码", None), // 10 code points, 30 bytes
-        ("密码密码密码密码密", Some("PASSWORD_TOO_SHORT")), // 9
-        ("  spaces  ", None),           // kept as typed: 10
+        ("密码安全长城黄河月亮", None), // 10 code points, 30 bytes
+        ("密码安全长城黄河月", Some("PASSWORD_TOO_SHORT")), // 9
+        ("  qx7!vb  ", None),           // kept as typed: 10
         ("        ", Some("PASSWORD_TOO_SHORT")), // never trimmed, still 8
-        ("abcdefghijklmnopqrst", None), // 20
-        ("abcdefghijklmnopqrstu", Some("PASSWORD_TOO_LONG")), // 21: rejected, not truncated
+        ("            ", Some("PASSWORD_TOO_WEAK")), // twelve spaces
+        ("\u{FDFA}", Some("PASSWORD_TOO_SHORT")), // one code point, eighteen after NFKC
+        ("password1234", Some("PASSWORD_TOO_COMMON")),
+        ("user7 is my password", Some("PASSWORD_TOO_WEAK")), // holds its address, user7@
+        ("tangerine orbit velv", None),                      // 20
+        ("tangerine orbit velve", Some("PASSWORD_TOO_LONG")), // 21: rejected, not truncated
     ];
     for (index, (password, expected)) in cases.into_iter().enumerate() {
         let payload = app
