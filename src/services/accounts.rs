@@ -300,11 +300,9 @@ async fn issue_confirmation(
     })
     .exec_without_returning(txn)
     .await?;
-    let message = state.templates.confirmation(
-        user.display_name.as_deref(),
-        &state.confirmation_link(token),
-        state.settings.token_ttl,
-    )?;
+    let message = state
+        .templates
+        .confirmation(&state.confirmation_link(token), state.settings.token_ttl)?;
     Ok(mail::enqueue(txn, email.deliverable(), message).await?)
 }
 

@@ -22,6 +22,9 @@ use crate::domain::Password;
 
 /// Bytes of salt per hash (the PHC string format's recommendation).
 const SALT_BYTES: usize = 16;
+/// A worker idle this long gives its memory back; the next hash allocates it again (a few
+/// milliseconds), so a burst's memory does not stay with the process for good.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why no hash came back.
 #[derive(Debug, thiserror::Error)]
@@ -89,11 +92,23 @@ impl PasswordHasher {
     }
 }
 
-/// One worker: its memory is allocated at the first job and reused for every later one.
+/// One worker: its memory is allocated at the first job, reused for every later one, and given
+/// back after [`IDLE_RELEASE`] without work.
 fn work(inbox: &Receiver<Job>, completed: &AtomicU64) {
     let params = Params::default();
     let mut memory: Vec<Block> = Vec::new();
-    while let Ok(job) = inbox.recv() {
+    loop {
+        let job = match inbox.recv_timeout(IDLE_RELEASE) {
+            Ok(job) => job,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if !memory.is_empty() {
+                    memory = Vec::new();
+                    return_free_memory();
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        };
         if memory.is_empty() {
             memory = vec![Block::default(); params.block_count()];
         }
@@ -101,6 +116,18 @@ fn work(inbox: &Receiver<Job>, completed: &AtomicU64) {
         completed.fetch_add(1, Ordering::Relaxed);
         // The requester may have gone (its client disconnected); nothing to do then.
         let _ = job.reply.send(result);
+    }
+}
+
+/// Asks the allocator to hand freed memory back to the system. glibc keeps freed heap memory in
+/// each thread's arena for reuse; after a burst of requests that is tens of megabytes the
+/// process holds for good.
+fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointer and
+    // is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
