@@ -15,6 +15,10 @@ pub struct Model {
     pub expires_at: DateTimeWithTimeZone,
     pub consumed_at: Option<DateTimeWithTimeZone>,
     pub superseded_at: Option<DateTimeWithTimeZone>,
+    pub signup_id: Option<Uuid>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub password_hash: Option<String>,
+    pub display_name: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

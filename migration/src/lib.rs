@@ -10,6 +10,7 @@ mod m20261122_000004_add_dead_at_to_outbox_messages;
 mod m20261122_000005_add_superseded_at_to_verification_tokens;
 mod m20261122_000006_create_mail_throttles;
 mod m20261123_000007_create_client_budgets;
+mod m20261123_000008_add_signup_to_verification_tokens;
 
 /// Every migration of admit, in the order they apply.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_add_superseded_at_to_verification_tokens::Migration),
             Box::new(m20261122_000006_create_mail_throttles::Migration),
             Box::new(m20261123_000007_create_client_budgets::Migration),
+            Box::new(m20261123_000008_add_signup_to_verification_tokens::Migration),
         ]
     }
 }

@@ -204,7 +204,7 @@ pub(super) fn confirm_account_payload(
         Err(ConfirmError::SupersededToken) => field_error(
             &["token"],
             ErrorCode::TokenSuperseded,
-            "A newer confirmation link was sent to you. Open the link from the most recent email."
+            "This link was replaced: a newer link was sent for this sign-up, or the account was confirmed with another link. Open the most recent email; if your account is confirmed, there is nothing more to do."
                 .to_owned(),
         ),
         Err(ConfirmError::ExpiredToken) => field_error(

@@ -18,7 +18,7 @@ pub struct OutgoingEmail {
 
 /// Every template, by the file name that overrides it. Names ending in `.html` are
 /// HTML-escaped: a display name cannot inject markup.
-const BUILT_IN: [(&str, &str); 7] = [
+const BUILT_IN: [(&str, &str); 10] = [
     ("layout.html", include_str!("templates/layout.html")),
     (
         "confirmation.subject.txt",
@@ -31,6 +31,18 @@ const BUILT_IN: [(&str, &str); 7] = [
     (
         "confirmation.html",
         include_str!("templates/confirmation.html"),
+    ),
+    (
+        "signup_again.subject.txt",
+        include_str!("templates/signup_again.subject.txt"),
+    ),
+    (
+        "signup_again.txt",
+        include_str!("templates/signup_again.txt"),
+    ),
+    (
+        "signup_again.html",
+        include_str!("templates/signup_again.html"),
     ),
     (
         "signup_notice.subject.txt",
@@ -105,6 +117,10 @@ impl Templates {
             "https://example.com/confirm#token=x",
             Duration::from_secs(3600),
         )?;
+        templates.signup_again(
+            "https://example.com/confirm#token=x",
+            Duration::from_secs(3600),
+        )?;
         templates.signup_notice(Some("Sample"))?;
         Ok(templates)
     }
@@ -119,6 +135,24 @@ impl Templates {
     ) -> Result<OutgoingEmail, TemplateError> {
         self.render(
             "confirmation",
+            context! {
+                product_name => &*self.product_name,
+                link => link,
+                valid_for => describe(valid_for),
+            },
+        )
+    }
+
+    /// The link for a further sign-up of an address whose earlier sign-up is still pending. It
+    /// says plainly that the address was signed up again, and that the earlier link still works:
+    /// the owner must not take a stranger's sign-up for their own.
+    pub fn signup_again(
+        &self,
+        link: &str,
+        valid_for: Duration,
+    ) -> Result<OutgoingEmail, TemplateError> {
+        self.render(
+            "signup_again",
             context! {
                 product_name => &*self.product_name,
                 link => link,

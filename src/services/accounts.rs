@@ -3,7 +3,7 @@
 use entity::{users, verification_tokens};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, SqlErr, TransactionTrait, sea_query::Expr,
+    QueryOrder, QuerySelect, SqlErr, TransactionTrait, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -97,12 +97,13 @@ macro_rules! rate_limited_from {
 internal_from_db_err!(RegisterError, ResendError, ConfirmError);
 rate_limited_from!(RegisterError, ResendError, ConfirmError);
 
-/// Registers `account`, or renews an unconfirmed one, and queues the email, in one transaction.
+/// Registers `account` and queues the email, in one transaction.
 ///
 /// - A new address gets an unconfirmed account and a confirmation link.
-/// - An unconfirmed address gets the new password and display name, a fresh link, and every
-///   earlier link is superseded: whoever controls the inbox and registered last decides, which
-///   defeats pre-registering someone else's address with a password of one's own.
+/// - An unconfirmed address gets another sign-up: its own link, carrying its own password and
+///   display name, mailed with words that say the address was signed up again. Earlier links
+///   keep working: each confirms the sign-up that sent it, so whoever signs up later cannot
+///   change what the owner's link activates (see [`confirm_account`]).
 /// - A confirmed address is left as it is and gets a short notice instead.
 ///
 /// The answer is the same in all three cases (and the Argon2 work is done in all three), so it
@@ -125,7 +126,11 @@ pub async fn register(
         .map_err(anyhow::Error::from)?;
     let token = new_token()?;
     let now = now();
-    let display_name = account.display_name.map(String::from);
+    let signup = SignUp {
+        id: Uuid::now_v7(),
+        password_hash,
+        display_name: account.display_name.map(String::from),
+    };
 
     let txn = begin_write(&state.db).await?;
     if let Err(limited) = throttle::take(&txn, account.email.key(), throttle_policy(state)).await? {
@@ -136,8 +141,8 @@ pub async fn register(
         id: Set(Uuid::now_v7()),
         email: Set(account.email.as_str().to_owned()),
         email_key: Set(account.email.key().to_owned()),
-        password_hash: Set(password_hash.clone()),
-        display_name: Set(display_name.clone()),
+        password_hash: Set(signup.password_hash.clone()),
+        display_name: Set(signup.display_name.clone()),
         created_at: Set(now),
         confirmed_at: Set(None),
     };
@@ -147,17 +152,15 @@ pub async fn register(
     let inserted = users::Entity::insert(user)
         .exec_with_returning(&attempt)
         .await;
-    let user = match inserted {
+    let (user, again) = match inserted {
         Ok(user) => {
             attempt.commit().await?;
-            user
+            (user, false)
         }
         Err(err) if is_duplicate_email(&err) => {
             attempt.rollback().await?;
-            let existing = users::Entity::find()
-                .filter(users::Column::EmailKey.eq(account.email.key()))
-                .lock_exclusive()
-                .one(&txn)
+            // The user row first, then tokens: the order every use case locks in.
+            let existing = lock_user_by_key(&txn, account.email.key())
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("a duplicate key without its user"))?;
             if existing.confirmed_at.is_some() {
@@ -171,27 +174,20 @@ pub async fn register(
                 tracing::info!(user_id = %existing.id, %message_id, "sign-up attempt for a confirmed account, notice queued");
                 return Ok(());
             }
-            users::Entity::update(users::ActiveModel {
-                id: Set(existing.id),
-                email: Set(account.email.as_str().to_owned()),
-                password_hash: Set(password_hash),
-                display_name: Set(display_name),
-                ..Default::default()
-            })
-            .exec(&txn)
-            .await?
+            (existing, true)
         }
         Err(err) => return Err(err.into()),
     };
-    let message_id = issue_confirmation(&txn, state, &user, &account.email, &token).await?;
+    let message_id = issue_link(&txn, state, &user, &account.email, &signup, &token, again).await?;
     txn.commit().await?;
     state.outbox.wake();
-    tracing::info!(user_id = %user.id, %message_id, "confirmation email queued");
+    tracing::info!(user_id = %user.id, %message_id, again, "confirmation email queued");
     Ok(())
 }
 
-/// Sends a fresh confirmation link to `email` if it belongs to an unconfirmed account,
-/// superseding earlier links. Unknown and confirmed addresses get the same answer and no mail.
+/// Sends a fresh link for the most recent pending sign-up of `email`, if its account is not
+/// confirmed; that sign-up's earlier links are superseded, other sign-ups' links are not.
+/// Unknown and confirmed addresses get the same answer and no mail.
 pub async fn resend_confirmation(
     state: &AppState,
     client: ClientNetwork,
@@ -204,14 +200,34 @@ pub async fn resend_confirmation(
         txn.rollback().await?;
         return Err(ResendError::RateLimited(limited));
     }
-    let user = users::Entity::find()
-        .filter(users::Column::EmailKey.eq(email.key()))
-        .lock_exclusive()
-        .one(&txn)
-        .await?;
-    match user {
+    match lock_user_by_key(&txn, email.key()).await? {
         Some(user) if user.confirmed_at.is_none() => {
-            let message_id = issue_confirmation(&txn, state, &user, &email, &token).await?;
+            let pending = pending_links(&txn, user.id).await?;
+            let signup = pending.first().map_or_else(
+                // Links from before sign-ups carried their own password: the account's.
+                || SignUp {
+                    id: Uuid::now_v7(),
+                    password_hash: user.password_hash.clone(),
+                    display_name: user.display_name.clone(),
+                },
+                SignUp::of,
+            );
+            // Mailed like a repeated sign-up whenever another sign-up is pending: a resend
+            // must not dress up someone else's sign-up as the owner's own link.
+            let again = pending.iter().any(|link| link.signup_id != Some(signup.id));
+            verification_tokens::Entity::update_many()
+                .col_expr(
+                    verification_tokens::Column::SupersededAt,
+                    Expr::value(now()),
+                )
+                .filter(verification_tokens::Column::UserId.eq(user.id))
+                .filter(verification_tokens::Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
+                .filter(verification_tokens::Column::SignupId.eq(signup.id))
+                .filter(verification_tokens::Column::ConsumedAt.is_null())
+                .filter(verification_tokens::Column::SupersededAt.is_null())
+                .exec(&txn)
+                .await?;
+            let message_id = issue_link(&txn, state, &user, &email, &signup, &token, again).await?;
             txn.commit().await?;
             state.outbox.wake();
             tracing::info!(user_id = %user.id, %message_id, "confirmation email resent");
@@ -222,8 +238,13 @@ pub async fn resend_confirmation(
     Ok(())
 }
 
-/// Confirms the account `token` was issued for and returns it. Presenting a token that was
-/// already used, while it is still unexpired, returns the same confirmed account again.
+/// Confirms the sign-up `token` was issued for, and returns the account: the sign-up's password
+/// and display name become the account's, and every other pending sign-up of the address ends
+/// (its links answer "superseded"). Presenting a token that was already used, while it is still
+/// unexpired, returns the same confirmed account again.
+///
+/// Locks the user row, then the token, as registration does, so that a confirmation and a
+/// concurrent sign-up of the same address are decided one after the other.
 pub async fn confirm_account(
     state: &AppState,
     client: ClientNetwork,
@@ -232,9 +253,23 @@ pub async fn confirm_account(
     client_budget::take(&state.db, client, state.settings.ip_rate_limit).await??;
     let hash = token.hash();
     let txn = begin_write(&state.db).await?;
-    let record = verification_tokens::Entity::find()
-        .filter(verification_tokens::Column::TokenHash.eq(hash.as_str()))
-        .filter(verification_tokens::Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
+    let by_hash = || {
+        verification_tokens::Entity::find()
+            .filter(verification_tokens::Column::TokenHash.eq(hash.as_str()))
+            .filter(verification_tokens::Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
+    };
+    let user_id = by_hash()
+        .one(&txn)
+        .await?
+        .ok_or(ConfirmError::InvalidToken)?
+        .user_id;
+    let user = users::Entity::find_by_id(user_id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or(ConfirmError::InvalidToken)?;
+    let record = by_hash()
+        .lock_exclusive()
         .one(&txn)
         .await?
         .ok_or(ConfirmError::InvalidToken)?;
@@ -245,49 +280,100 @@ pub async fn confirm_account(
     if record.expires_at <= now {
         return Err(ConfirmError::ExpiredToken);
     }
-    if record.consumed_at.is_none() {
-        // Both updates are guarded by IS NULL: of two confirmations racing on PostgreSQL the
-        // second re-checks after the first commits and changes nothing, so `confirmed_at` is
-        // written exactly once.
-        verification_tokens::Entity::update_many()
-            .col_expr(verification_tokens::Column::ConsumedAt, Expr::value(now))
-            .filter(verification_tokens::Column::Id.eq(record.id))
-            .filter(verification_tokens::Column::ConsumedAt.is_null())
-            .exec(&txn)
-            .await?;
-        users::Entity::update_many()
-            .col_expr(users::Column::ConfirmedAt, Expr::value(now))
-            .filter(users::Column::Id.eq(record.user_id))
-            .filter(users::Column::ConfirmedAt.is_null())
-            .exec(&txn)
-            .await?;
+    if record.consumed_at.is_some() {
+        txn.commit().await?;
+        return Ok(user);
     }
-    let user = users::Entity::find_by_id(record.user_id)
-        .one(&txn)
-        .await?
-        .ok_or(ConfirmError::InvalidToken)?;
-    txn.commit().await?;
-    Ok(user)
-}
-
-/// Supersedes the user's open confirmation tokens, stores `token` in their place and queues
-/// the email carrying it. Returns the outbox id.
-async fn issue_confirmation(
-    txn: &DatabaseTransaction,
-    state: &AppState,
-    user: &users::Model,
-    email: &EmailAddress,
-    token: &ConfirmationToken,
-) -> anyhow::Result<Uuid> {
-    let now = now();
+    if user.confirmed_at.is_some() {
+        // Confirmed through another sign-up without ending this one: a link from before
+        // sign-ups were kept apart. It cannot change the account now.
+        return Err(ConfirmError::SupersededToken);
+    }
+    verification_tokens::Entity::update_many()
+        .col_expr(verification_tokens::Column::ConsumedAt, Expr::value(now))
+        .filter(verification_tokens::Column::Id.eq(record.id))
+        .exec(&txn)
+        .await?;
     verification_tokens::Entity::update_many()
         .col_expr(verification_tokens::Column::SupersededAt, Expr::value(now))
         .filter(verification_tokens::Column::UserId.eq(user.id))
         .filter(verification_tokens::Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
+        .filter(verification_tokens::Column::Id.ne(record.id))
         .filter(verification_tokens::Column::ConsumedAt.is_null())
         .filter(verification_tokens::Column::SupersededAt.is_null())
-        .exec(txn)
+        .exec(&txn)
         .await?;
+    let mut confirmed = users::ActiveModel {
+        id: Set(user.id),
+        confirmed_at: Set(Some(now)),
+        ..Default::default()
+    };
+    if let Some(password_hash) = record.password_hash {
+        confirmed.password_hash = Set(password_hash);
+        confirmed.display_name = Set(record.display_name);
+    }
+    let user = users::Entity::update(confirmed).exec(&txn).await?;
+    txn.commit().await?;
+    Ok(user)
+}
+
+/// What one sign-up chose; every link it was sent carries it.
+struct SignUp {
+    id: Uuid,
+    password_hash: String,
+    display_name: Option<String>,
+}
+
+impl SignUp {
+    fn of(link: &verification_tokens::Model) -> Self {
+        Self {
+            id: link.signup_id.unwrap_or_else(Uuid::now_v7),
+            password_hash: link.password_hash.clone().unwrap_or_default(),
+            display_name: link.display_name.clone(),
+        }
+    }
+}
+
+async fn lock_user_by_key(
+    txn: &DatabaseTransaction,
+    key: &str,
+) -> Result<Option<users::Model>, DbErr> {
+    users::Entity::find()
+        .filter(users::Column::EmailKey.eq(key))
+        .lock_exclusive()
+        .one(txn)
+        .await
+}
+
+/// The account's unused, unsuperseded confirmation links, newest first.
+async fn pending_links(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+) -> Result<Vec<verification_tokens::Model>, DbErr> {
+    verification_tokens::Entity::find()
+        .filter(verification_tokens::Column::UserId.eq(user_id))
+        .filter(verification_tokens::Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
+        .filter(verification_tokens::Column::ConsumedAt.is_null())
+        .filter(verification_tokens::Column::SupersededAt.is_null())
+        .filter(verification_tokens::Column::PasswordHash.is_not_null())
+        .order_by_desc(verification_tokens::Column::CreatedAt)
+        .all(txn)
+        .await
+}
+
+/// Stores `token` for `signup` and queues the email carrying it: the plain confirmation, or,
+/// when the address already had a pending sign-up (`again`), the one that says so. Returns the
+/// outbox id.
+async fn issue_link(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    user: &users::Model,
+    email: &EmailAddress,
+    signup: &SignUp,
+    token: &ConfirmationToken,
+    again: bool,
+) -> anyhow::Result<Uuid> {
+    let now = now();
     verification_tokens::Entity::insert(verification_tokens::ActiveModel {
         id: Set(Uuid::now_v7()),
         user_id: Set(user.id),
@@ -297,12 +383,22 @@ async fn issue_confirmation(
         expires_at: Set(now + state.settings.token_lifetime()),
         consumed_at: Set(None),
         superseded_at: Set(None),
+        signup_id: Set(Some(signup.id)),
+        password_hash: Set(Some(signup.password_hash.clone())),
+        display_name: Set(signup.display_name.clone()),
     })
     .exec_without_returning(txn)
     .await?;
-    let message = state
-        .templates
-        .confirmation(&state.confirmation_link(token), state.settings.token_ttl)?;
+    let link = state.confirmation_link(token);
+    let message = if again {
+        state
+            .templates
+            .signup_again(&link, state.settings.token_ttl)?
+    } else {
+        state
+            .templates
+            .confirmation(&link, state.settings.token_ttl)?
+    };
     Ok(mail::enqueue(txn, email.deliverable(), message).await?)
 }
 

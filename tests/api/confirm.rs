@@ -112,6 +112,9 @@ async fn confirm_account_rejects_a_token_issued_for_another_purpose(backend: Bac
         expires_at: Set(now + chrono::TimeDelta::hours(1)),
         consumed_at: Set(None),
         superseded_at: Set(None),
+        signup_id: Set(None),
+        password_hash: Set(None),
+        display_name: Set(None),
     })
     .exec(&app.db)
     .await

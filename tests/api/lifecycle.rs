@@ -14,7 +14,8 @@ on_both_backends!(
     account_mail_is_rate_limited_per_address_for_every_address_alike,
     at_most_the_hourly_limit_of_account_emails_reach_one_address,
     rate_limits_hold_across_a_restart,
-    registering_an_unconfirmed_address_again_replaces_the_password_and_supersedes_old_links,
+    a_link_confirms_the_sign_up_that_sent_it_whoever_signed_up_later,
+    a_resend_renews_the_newest_sign_up_and_says_so_when_another_is_pending,
     simultaneous_resends_for_one_address_send_one_email,
 );
 
@@ -159,30 +160,42 @@ async fn rate_limits_hold_across_a_restart(backend: Backend) {
     assert_eq!(throttles[0].sent_in_window, 1);
 }
 
-async fn registering_an_unconfirmed_address_again_replaces_the_password_and_supersedes_old_links(
-    backend: Backend,
-) {
+async fn a_link_confirms_the_sign_up_that_sent_it_whoever_signed_up_later(backend: Backend) {
     let app = TestApp::spawn_with(backend, &["--resend-cooldown", "0s"]).await;
-    // Someone registers the address first, with a password of their own...
-    let squatter = app
-        .register_and_read_mail("victim@example.com")
-        .await
-        .token();
-    // ...then its owner signs up.
+    // The owner signs up...
     let owner_password = "plum sunrise over tallinn";
     let payload = app
-        .register("Victim@example.com", owner_password, Some("Owner"))
+        .register("victim@example.com", owner_password, Some("Owner"))
         .await;
     assert_eq!(payload, ACCEPTED());
-    let owner = app.smtp.next_mail().await.token();
-
+    let owner_mail = app.smtp.next_mail().await;
+    assert_eq!(owner_mail.subject(), "Confirm your admit account");
+    // ...then someone else signs the same address up with a password of their own. The owner's
+    // inbox gets a link that says plainly what happened.
+    let payload = app
+        .register(
+            "Victim@example.com",
+            "attacker chosen secret words",
+            Some("Mallory"),
+        )
+        .await;
+    assert_eq!(payload, ACCEPTED());
+    let again = app.smtp.next_mail().await;
     assert_eq!(
-        app.confirm(&squatter).await["userErrors"][0]["code"],
-        "TOKEN_SUPERSEDED"
+        again.subject(),
+        "Your address was signed up for admit again"
     );
-    let confirmed = app.confirm(&owner).await;
-    assert_eq!(confirmed["user"]["displayName"], "Owner");
-    assert_eq!(confirmed["user"]["email"], "Victim@example.com");
+    assert!(
+        again
+            .text()
+            .contains("If it was not you, ignore this email")
+    );
+    assert!(!again.text().contains("Mallory"));
+
+    // The owner's own link still works, and activates the owner's password and name.
+    let confirmed = app.confirm(&owner_mail.token()).await;
+    assert_eq!(confirmed["user"]["displayName"], "Owner", "{confirmed}");
+    assert_eq!(confirmed["user"]["confirmed"], true);
     let users = users::Entity::find().all(&app.db).await.unwrap();
     assert_eq!(users.len(), 1);
     let hash = PasswordHash::new(&users[0].password_hash).unwrap();
@@ -193,8 +206,49 @@ async fn registering_an_unconfirmed_address_again_replaces_the_password_and_supe
     );
     assert!(
         Argon2::default()
-            .verify_password(PASSWORD.as_bytes(), &hash)
+            .verify_password(b"attacker chosen secret words", &hash)
             .is_err()
+    );
+    // The other sign-up ended with the confirmation.
+    assert_eq!(
+        app.confirm(&again.token()).await["userErrors"][0]["code"],
+        "TOKEN_SUPERSEDED"
+    );
+}
+
+async fn a_resend_renews_the_newest_sign_up_and_says_so_when_another_is_pending(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--resend-cooldown", "0s"]).await;
+    let first = app
+        .register_and_read_mail("twice@example.com")
+        .await
+        .token();
+    app.register("twice@example.com", "second sign up words", None)
+        .await;
+    let second = app.smtp.next_mail().await.token();
+    assert_eq!(app.resend("twice@example.com").await, ACCEPTED());
+    let renewed = app.smtp.next_mail().await;
+    // The renewed link belongs to the newest sign-up, and is worded as a repeated sign-up.
+    assert_eq!(
+        renewed.subject(),
+        "Your address was signed up for admit again"
+    );
+    assert_eq!(
+        app.confirm(&second).await["userErrors"][0]["code"],
+        "TOKEN_SUPERSEDED"
+    );
+    // The first sign-up's link was left alone: it still confirms, with its own password.
+    let confirmed = app.confirm(&first).await;
+    assert_eq!(confirmed["user"]["confirmed"], true, "{confirmed}");
+    let user = users::Entity::find().one(&app.db).await.unwrap().unwrap();
+    let hash = PasswordHash::new(&user.password_hash).unwrap();
+    assert!(
+        Argon2::default()
+            .verify_password(PASSWORD.as_bytes(), &hash)
+            .is_ok()
+    );
+    assert_eq!(
+        app.confirm(&renewed.token()).await["userErrors"][0]["code"],
+        "TOKEN_SUPERSEDED"
     );
 }
 

@@ -17,3 +17,4 @@ mod purge;
 mod register;
 mod schema;
 mod smtp;
+mod takeover;
