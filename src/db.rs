@@ -1,6 +1,10 @@
 //! Connecting to the database and running migrations.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use secrecy::ExposeSecret;
@@ -9,14 +13,22 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
-    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+    sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
 };
 
 /// Opens a pool on `url` that gives up after `timeout`: waiting for a pooled connection,
 /// opening a new one, a PostgreSQL statement, or a SQLite writer waiting for another (WAL and
 /// a busy timeout make concurrent writers queue instead of failing with "database is
 /// locked"). A database that stops answering then costs a request seconds, not minutes.
+///
+/// A SQLite file is created readable by its owner only (SQLite gives its `-wal` and `-shm`
+/// files the same mode), an existing one is made so, and deleted content is overwritten
+/// (`secure_delete`) rather than left in free pages.
 pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection, DbErr> {
+    if let Some(file) = sqlite_file(url) {
+        make_private(&file)
+            .map_err(|err| DbErr::Custom(format!("cannot secure {}: {err}", file.display())))?;
+    }
     let mut options = ConnectOptions::new(url.to_owned());
     let statement_timeout = format!("{}ms", timeout.as_millis());
     options
@@ -28,11 +40,46 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection,
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(timeout)
                 .foreign_keys(true)
+                .pragma("secure_delete", "ON")
         })
         .map_sqlx_postgres_opts(move |opts| {
             opts.options([("statement_timeout", statement_timeout.as_str())])
         });
     Database::connect(options).await
+}
+
+/// The file of a SQLite URL (`sqlite://FILE?...`); `None` for other databases and in-memory ones.
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let file = options.get_filename();
+    (!file.as_os_str().is_empty() && file != Path::new(":memory:")).then(|| file.to_owned())
+}
+
+/// Creates `file` with mode 0600 if it is missing, and sets 0600 on it and its `-wal` and
+/// `-shm` companions if they exist.
+fn make_private(file: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(file)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut path = file.as_os_str().to_owned();
+            path.push(suffix);
+            let path = PathBuf::from(path);
+            if path.exists() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Connects with `settings` and applies pending migrations: what every command starts with.

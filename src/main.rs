@@ -68,8 +68,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let database = db::open(&settings).await?;
             let report = purge::purge(&database, settings.retention()).await?;
             println!(
-                "users: {}\ntokens: {}\nthrottles: {}",
-                report.users, report.tokens, report.throttles
+                "users: {}\ntokens: {}\nthrottles: {}\nmails: {}",
+                report.users, report.tokens, report.throttles, report.mails
             );
             Ok(())
         }

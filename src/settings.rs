@@ -246,6 +246,20 @@ pub struct Settings {
     #[arg(long, env = "ADMIT_BODY_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
     pub body_timeout: Duration,
 
+    /// Keys that seal mail in the outbox: `id=BASE64` (32 bytes) entries separated by commas;
+    /// the first seals, all open (rotation). Unset: `ADMIT_SECRET_KEY_FILE`, else a key file
+    /// generated beside the SQLite database (or in the working folder).
+    #[arg(long, env = "ADMIT_SECRET_KEY", value_parser = secret, hide_env_values = true, global = true)]
+    pub secret_key: Option<SecretString>,
+
+    /// File holding the keys, in the format of ADMIT_SECRET_KEY (one entry a line allowed).
+    #[arg(long, env = "ADMIT_SECRET_KEY_FILE", global = true)]
+    pub secret_key_file: Option<PathBuf>,
+
+    /// How long sent and dead mail stays in the outbox before the purge removes it.
+    #[arg(long, env = "ADMIT_MAIL_RETENTION", default_value = "7d", value_parser = duration, global = true)]
+    pub mail_retention: Duration,
+
     /// Longest wait for the database: for a pooled connection, for a new one, and for one
     /// request's work. Past it the request answers `SERVICE_UNAVAILABLE`.
     #[arg(long, env = "ADMIT_DB_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
@@ -326,6 +340,8 @@ impl Settings {
             unconfirmed: chrono::TimeDelta::from_std(self.unconfirmed_ttl)
                 .unwrap_or(chrono::TimeDelta::MAX),
             cooldown: chrono::TimeDelta::from_std(self.resend_cooldown)
+                .unwrap_or(chrono::TimeDelta::MAX),
+            mail: chrono::TimeDelta::from_std(self.mail_retention)
                 .unwrap_or(chrono::TimeDelta::MAX),
         }
     }

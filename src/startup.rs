@@ -3,6 +3,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
 use tokio::{net::TcpListener, sync::watch};
 use url::Url;
 
@@ -10,6 +11,7 @@ use crate::{
     db,
     http::{ConnectionPolicy, Readiness},
     mail::{DeliveryPolicy, Dispatcher, OutboxSignal, Templates, Transport},
+    secrets::{SecretKeys, default_key_file},
     services::{PasswordHasher, purge},
     settings::Settings,
     state::AppState,
@@ -48,9 +50,15 @@ impl Application {
             settings.smtp_timeout,
         )?;
         let templates = Templates::load(&settings.product_name, settings.template_dir.as_deref())?;
+        let secrets = SecretKeys::load(
+            settings.secret_key.as_ref(),
+            settings.secret_key_file.as_deref(),
+            &default_key_file(db::sqlite_file(settings.database_url.expose_secret()).as_deref()),
+        )?;
         let outbox = OutboxSignal::default();
         let dispatcher = Dispatcher::new(
             database.clone(),
+            secrets.clone(),
             transport,
             settings.mail_from.clone(),
             outbox.clone(),
@@ -74,6 +82,7 @@ impl Application {
             hasher,
             outbox,
             templates,
+            secrets,
             confirm_url: Arc::new(confirm_url),
             settings: Arc::new(settings),
         };

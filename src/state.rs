@@ -8,6 +8,7 @@ use url::Url;
 use crate::{
     domain::ConfirmationToken,
     mail::{OutboxSignal, Templates},
+    secrets::SecretKeys,
     services::PasswordHasher,
     settings::Settings,
 };
@@ -25,6 +26,8 @@ pub struct AppState {
     pub outbox: OutboxSignal,
     /// The emails, ready to render.
     pub templates: Templates,
+    /// The keys that seal mail at rest.
+    pub secrets: SecretKeys,
     /// The page confirmation links point at, without fragment.
     pub confirm_url: Arc<Url>,
 }

@@ -11,7 +11,8 @@ use sea_orm::{
 };
 use tokio::sync::watch;
 
-use super::{OutboxSignal, Transport};
+use super::{OutboxSignal, Transport, outbox::body_context};
+use crate::secrets::SecretKeys;
 
 /// Messages claimed per round.
 const BATCH: u64 = 16;
@@ -49,6 +50,7 @@ impl DeliveryPolicy {
 /// Delivers queued mail from the outbox.
 pub struct Dispatcher {
     db: DatabaseConnection,
+    keys: SecretKeys,
     transport: Transport,
     from: Mailbox,
     signal: OutboxSignal,
@@ -56,9 +58,10 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher sending from `from` through `transport`.
+    /// A dispatcher sending from `from` through `transport`, opening sealed bodies with `keys`.
     pub fn new(
         db: DatabaseConnection,
+        keys: SecretKeys,
         transport: Transport,
         from: Mailbox,
         signal: OutboxSignal,
@@ -66,6 +69,7 @@ impl Dispatcher {
     ) -> Self {
         Self {
             db,
+            keys,
             transport,
             from,
             signal,
@@ -134,13 +138,20 @@ impl Dispatcher {
 
     async fn deliver(&self, message: outbox_messages::Model) -> Result<(), DbErr> {
         let attempts = message.attempts.saturating_add(1);
+        // A body that cannot be opened never will be (a key is missing or the row was
+        // altered): no point retrying.
+        let mut hopeless = false;
         let outcome = match self.build(&message) {
             Ok(email) => self
                 .transport
                 .send(email)
                 .await
                 .map_err(|err| err.to_string()),
-            Err(err) => Err(err),
+            Err(Unsendable::Sealed(err)) => {
+                hopeless = true;
+                Err(format!("cannot be decrypted: {err}"))
+            }
+            Err(Unsendable::Invalid(err)) => Err(err),
         };
         let now = crate::db::now();
         let mut update = outbox_messages::ActiveModel {
@@ -160,7 +171,7 @@ impl Dispatcher {
             }
             Err(error) => {
                 let failures = u32::try_from(attempts).unwrap_or(u32::MAX);
-                if failures >= self.policy.max_attempts {
+                if hopeless || failures >= self.policy.max_attempts {
                     tracing::error!(message_id = %message.id, attempts, %error, "mail dead after its last attempt; `admit mail retry` sends it again");
                     update.dead_at = Set(Some(now));
                 } else {
@@ -177,11 +188,20 @@ impl Dispatcher {
             .map(drop)
     }
 
-    fn build(&self, message: &outbox_messages::Model) -> Result<Message, String> {
+    fn build(&self, message: &outbox_messages::Model) -> Result<Message, Unsendable> {
         let to: Mailbox = message
             .recipient
             .parse()
-            .map_err(|err| format!("bad recipient: {err}"))?;
+            .map_err(|err| Unsendable::Invalid(format!("bad recipient: {err}")))?;
+        let open = |body: &Option<String>, part: &str| {
+            body.as_deref()
+                .map_or(Ok(String::new()), |sealed| {
+                    self.keys.open(sealed, &body_context(message.id, part))
+                })
+                .map_err(Unsendable::Sealed)
+        };
+        let text = open(&message.text_body, "text")?;
+        let html = open(&message.html_body, "html")?;
         let domain = self.from.email.domain();
         Message::builder()
             .from(self.from.clone())
@@ -189,12 +209,17 @@ impl Dispatcher {
             .subject(&message.subject)
             // Stable per outbox row, so a resend after a crash can be recognised downstream.
             .message_id(Some(format!("<{}@{domain}>", message.id)))
-            .multipart(MultiPart::alternative_plain_html(
-                message.text_body.clone().unwrap_or_default(),
-                message.html_body.clone().unwrap_or_default(),
-            ))
-            .map_err(|err| format!("cannot build message: {err}"))
+            .multipart(MultiPart::alternative_plain_html(text, html))
+            .map_err(|err| Unsendable::Invalid(format!("cannot build message: {err}")))
     }
+}
+
+/// Why a queued row could not become a message.
+enum Unsendable {
+    /// Its bodies cannot be opened.
+    Sealed(crate::secrets::OpenError),
+    /// Anything else (a recipient the mailer refuses, ...).
+    Invalid(String),
 }
 
 fn unclaimed(now: sea_orm::prelude::DateTimeWithTimeZone) -> Condition {

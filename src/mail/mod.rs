@@ -8,6 +8,6 @@ mod templates;
 mod transport;
 
 pub use dispatcher::{DeliveryPolicy, Dispatcher};
-pub use outbox::{OutboxSignal, enqueue};
+pub use outbox::{EnqueueError, OutboxSignal, enqueue};
 pub use templates::{OutgoingEmail, TemplateError, Templates};
 pub use transport::Transport;

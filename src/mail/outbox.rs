@@ -6,6 +6,23 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::OutgoingEmail;
+use crate::secrets::{KeyError, SecretKeys};
+
+/// A message could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// Sealing failed.
+    #[error("cannot seal the mail")]
+    Seal(#[from] KeyError),
+    /// The database refused the row.
+    #[error("cannot queue the mail")]
+    Database(#[from] DbErr),
+}
+
+/// What a body's seal is bound to: its message and its part, so that it opens nowhere else.
+pub(super) fn body_context(id: Uuid, part: &str) -> String {
+    format!("outbox:{id}:{part}")
+}
 
 /// Wakes the dispatcher when a transaction has committed new mail, so it goes out at once
 /// instead of at the next poll.
@@ -25,19 +42,23 @@ impl OutboxSignal {
 }
 
 /// Queues `email` for `recipient` in the caller's transaction: it is sent only if that commits.
+/// Its bodies are sealed with `keys` (they may carry a live link), bound to the message's id.
 pub async fn enqueue<C: ConnectionTrait>(
     db: &C,
+    keys: &SecretKeys,
     recipient: &str,
     email: OutgoingEmail,
-) -> Result<Uuid, DbErr> {
+) -> Result<Uuid, EnqueueError> {
     let id = Uuid::now_v7();
+    let text = keys.seal(&email.text, &body_context(id, "text"))?;
+    let html = keys.seal(&email.html, &body_context(id, "html"))?;
     let now = crate::db::now();
     let row = outbox_messages::ActiveModel {
         id: Set(id),
         recipient: Set(recipient.to_owned()),
         subject: Set(email.subject),
-        text_body: Set(Some(email.text)),
-        html_body: Set(Some(email.html)),
+        text_body: Set(Some(text)),
+        html_body: Set(Some(html)),
         attempts: Set(0),
         next_attempt_at: Set(now),
         locked_until: Set(None),

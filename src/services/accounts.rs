@@ -168,7 +168,10 @@ pub async fn register(
                     .templates
                     .signup_notice(existing.display_name.as_deref())
                     .map_err(anyhow::Error::from)?;
-                let message_id = mail::enqueue(&txn, account.email.deliverable(), notice).await?;
+                let message_id =
+                    mail::enqueue(&txn, &state.secrets, account.email.deliverable(), notice)
+                        .await
+                        .map_err(anyhow::Error::from)?;
                 txn.commit().await?;
                 state.outbox.wake();
                 tracing::info!(user_id = %existing.id, %message_id, "sign-up attempt for a confirmed account, notice queued");
@@ -399,7 +402,7 @@ async fn issue_link(
             .templates
             .confirmation(&link, state.settings.token_ttl)?
     };
-    Ok(mail::enqueue(txn, email.deliverable(), message).await?)
+    Ok(mail::enqueue(txn, &state.secrets, email.deliverable(), message).await?)
 }
 
 fn new_token() -> anyhow::Result<ConfirmationToken> {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use entity::{mail_throttles, users, verification_tokens};
+use entity::{mail_throttles, outbox_messages, users, verification_tokens};
 use sea_orm::{ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use tokio::sync::watch;
 
@@ -19,6 +19,8 @@ pub struct PurgeReport {
     pub tokens: u64,
     /// Mail-limit and client-budget rows with nothing left to limit.
     pub throttles: u64,
+    /// Sent and dead mail older than the mail retention.
+    pub mails: u64,
 }
 
 /// How long things are kept.
@@ -30,6 +32,8 @@ pub struct Retention {
     pub unconfirmed: TimeDelta,
     /// The per-address mail cooldown: a limit row is idle once it and the hour have passed.
     pub cooldown: TimeDelta,
+    /// Sent and dead mail is kept this long (to answer "did it go out?"), then removed.
+    pub mail: TimeDelta,
 }
 
 /// Removes never-confirmed accounts older than the retention, tokens expired longer than it,
@@ -59,10 +63,20 @@ pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<Purg
         .await?
         .rows_affected
         + super::client_budget::purge(db).await?;
+    let mails = outbox_messages::Entity::delete_many()
+        .filter(
+            Condition::any()
+                .add(outbox_messages::Column::SentAt.lt(now - retention.mail))
+                .add(outbox_messages::Column::DeadAt.lt(now - retention.mail)),
+        )
+        .exec(db)
+        .await?
+        .rows_affected;
     Ok(PurgeReport {
         users,
         tokens,
         throttles,
+        mails,
     })
 }
 
@@ -80,6 +94,7 @@ pub async fn run_periodically(
                     users = report.users,
                     tokens = report.tokens,
                     throttles = report.throttles,
+                    mails = report.mails,
                     "purged"
                 );
             }

@@ -287,7 +287,21 @@ impl TestApp {
     }
 
     /// Stops the service and starts a new one on the same database, SMTP server and settings.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(&[]).await
+    }
+
+    /// Like [`restart`](Self::restart), with some settings changed: `["--flag", "value", ...]`.
+    pub async fn restart_with(mut self, changes: &[&str]) -> Self {
+        for pair in changes.chunks(2) {
+            let [flag, value] = pair else {
+                panic!("flags and values come in pairs")
+            };
+            match self.args.iter().position(|arg| arg == flag) {
+                Some(at) => self.args[at + 1] = (*value).to_owned(),
+                None => self.args.extend([(*flag).to_owned(), (*value).to_owned()]),
+            }
+        }
         self.shut_down().await;
         let running = Running::launch(&self.args).await;
         self.address = running.address;

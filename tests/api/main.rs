@@ -1,5 +1,6 @@
 //! admit's integration tests: one binary, real databases, real SMTP, real HTTP.
 
+mod at_rest;
 mod binary;
 mod budgets;
 mod client;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use entity::{mail_throttles, users, verification_tokens};
+use entity::{mail_throttles, outbox_messages, users, verification_tokens};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, sea_query::Expr};
 
 use crate::{
@@ -79,6 +79,23 @@ async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend
         .await
         .unwrap();
 
+    // Sent mail is kept a week (ADMIT_MAIL_RETENTION); one message went out eight days ago.
+    let sent = outbox_messages::Entity::find()
+        .filter(outbox_messages::Column::Recipient.eq("stale@example.com"))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    outbox_messages::Entity::update_many()
+        .col_expr(
+            outbox_messages::Column::SentAt,
+            Expr::value(now - TimeDelta::days(8)),
+        )
+        .filter(outbox_messages::Column::Id.eq(sent.id))
+        .exec(&app.db)
+        .await
+        .unwrap();
+
     let dir = tempfile::tempdir().unwrap();
     let output = admit_command(dir.path())
         .arg("purge-unconfirmed")
@@ -93,7 +110,15 @@ async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend
     );
     assert_eq!(
         String::from_utf8(output.stdout).unwrap(),
-        "users: 1\ntokens: 1\nthrottles: 1\n"
+        "users: 1\ntokens: 1\nthrottles: 1\nmails: 1\n"
+    );
+    assert_eq!(
+        outbox_messages::Entity::find()
+            .count(&app.db)
+            .await
+            .unwrap(),
+        2,
+        "the two recent mails are kept"
     );
 
     assert_eq!(
