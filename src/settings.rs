@@ -151,7 +151,7 @@ pub struct Settings {
     #[arg(long, env = "ADMIT_RESEND_COOLDOWN", default_value = "60s", value_parser = duration, global = true)]
     pub resend_cooldown: Duration,
 
-    /// Most account emails to one address in an hour.
+    /// Most account emails to one address in an hour, counted per client network.
     #[arg(
         long,
         env = "ADMIT_RESEND_HOURLY_LIMIT",
@@ -159,6 +159,16 @@ pub struct Settings {
         global = true
     )]
     pub resend_hourly_limit: u32,
+
+    /// Most account emails to one address in a day, all networks together (one network may
+    /// use half of it).
+    #[arg(
+        long,
+        env = "ADMIT_RESEND_DAILY_LIMIT",
+        default_value_t = 20,
+        global = true
+    )]
+    pub resend_daily_limit: u32,
 
     /// Accounts not confirmed this long after sign-up are removed; tokens are removed this long
     /// after they expire.
@@ -286,7 +296,7 @@ pub enum SettingsError {
     #[error("ADMIT_MAIL_MAX_ATTEMPTS must be at least 1")]
     MailAttempts,
     /// No account email could ever be sent.
-    #[error("ADMIT_RESEND_HOURLY_LIMIT must be at least 1")]
+    #[error("ADMIT_RESEND_HOURLY_LIMIT and ADMIT_RESEND_DAILY_LIMIT must be at least 1")]
     HourlyLimit,
     /// The purge would spin.
     #[error("ADMIT_PURGE_INTERVAL must be longer than zero")]
@@ -316,7 +326,7 @@ impl Settings {
         if self.mail_max_attempts == 0 {
             return Err(SettingsError::MailAttempts);
         }
-        if self.resend_hourly_limit == 0 {
+        if self.resend_hourly_limit == 0 || self.resend_daily_limit == 0 {
             return Err(SettingsError::HourlyLimit);
         }
         if self.purge_interval.is_zero() {

@@ -3,6 +3,7 @@
 pub mod prelude;
 
 pub mod client_budgets;
+pub mod mail_throttle_clients;
 pub mod mail_throttles;
 pub mod outbox_messages;
 pub mod users;

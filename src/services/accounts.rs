@@ -118,7 +118,13 @@ pub async fn register(
     account: NewAccount,
 ) -> Result<(), RegisterError> {
     client_budget::take(&state.db, client, state.settings.ip_rate_limit).await??;
-    throttle::peek(&state.db, account.email.key(), throttle_policy(state)).await??;
+    throttle::peek(
+        &state.db,
+        account.email.key(),
+        client,
+        throttle_policy(state),
+    )
+    .await??;
     let password_hash = state
         .hasher
         .hash(account.password)
@@ -133,7 +139,9 @@ pub async fn register(
     };
 
     let txn = begin_write(&state.db).await?;
-    if let Err(limited) = throttle::take(&txn, account.email.key(), throttle_policy(state)).await? {
+    if let Err(limited) =
+        throttle::take(&txn, account.email.key(), client, throttle_policy(state)).await?
+    {
         txn.rollback().await?;
         return Err(RegisterError::RateLimited(limited));
     }
@@ -199,7 +207,7 @@ pub async fn resend_confirmation(
     client_budget::take(&state.db, client, state.settings.ip_rate_limit).await??;
     let token = new_token()?;
     let txn = begin_write(&state.db).await?;
-    if let Err(limited) = throttle::take(&txn, email.key(), throttle_policy(state)).await? {
+    if let Err(limited) = throttle::take(&txn, email.key(), client, throttle_policy(state)).await? {
         txn.rollback().await?;
         return Err(ResendError::RateLimited(limited));
     }
@@ -413,6 +421,7 @@ fn throttle_policy(state: &AppState) -> ThrottlePolicy {
     ThrottlePolicy {
         cooldown: state.settings.resend_cooldown,
         hourly_limit: state.settings.resend_hourly_limit,
+        daily_limit: state.settings.resend_daily_limit,
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use entity::{mail_throttles, outbox_messages, users, verification_tokens};
+use entity::{mail_throttle_clients, mail_throttles, outbox_messages, users, verification_tokens};
 use sea_orm::{ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use tokio::sync::watch;
 
@@ -30,7 +30,7 @@ pub struct Retention {
     /// past their expiry, so an old link still answers "expired" (with its way out) rather
     /// than "invalid".
     pub unconfirmed: TimeDelta,
-    /// The per-address mail cooldown: a limit row is idle once it and the hour have passed.
+    /// The per-address mail cooldown: a limit row is idle once it and the day have passed.
     pub cooldown: TimeDelta,
     /// Sent and dead mail is kept this long (to answer "did it go out?"), then removed.
     pub mail: TimeDelta,
@@ -53,7 +53,7 @@ pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<Purg
         .await?
         .rows_affected;
     let throttles = mail_throttles::Entity::delete_many()
-        .filter(mail_throttles::Column::WindowStartedAt.lt(now - TimeDelta::hours(1)))
+        .filter(mail_throttles::Column::WindowStartedAt.lt(now - TimeDelta::days(1)))
         .filter(
             Condition::any()
                 .add(mail_throttles::Column::LastSentAt.is_null())
@@ -62,6 +62,11 @@ pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<Purg
         .exec(db)
         .await?
         .rows_affected
+        + mail_throttle_clients::Entity::delete_many()
+            .filter(mail_throttle_clients::Column::DayStartedAt.lt(now - TimeDelta::days(1)))
+            .exec(db)
+            .await?
+            .rows_affected
         + super::client_budget::purge(db).await?;
     let mails = outbox_messages::Entity::delete_many()
         .filter(

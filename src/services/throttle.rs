@@ -1,28 +1,41 @@
-//! Per-address limits on account mail (confirmation links and notices), stored in the database
-//! so that they hold across restarts and across instances. They apply to every address alike,
-//! known or not, so that being limited reveals nothing about accounts.
+//! Limits on account mail (confirmation links and notices) to one address, stored in the
+//! database so that they hold across restarts and across instances. They apply to every address
+//! alike, known or not, so that being limited reveals nothing about accounts.
+//!
+//! Per address: a short cooldown between two mails, and a daily cap (the bound on mail bombing).
+//! Per address and client network: an hourly limit and at most half of the daily cap. So one
+//! client cannot silence an address: its owner, from another network, is served once the
+//! cooldown has passed; using up an address's daily cap takes at least two networks.
 
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use entity::mail_throttles::{self, Column};
+use entity::{mail_throttle_clients, mail_throttles};
 use sea_orm::{
     ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, QuerySelect,
     prelude::DateTimeWithTimeZone, sea_query::OnConflict,
 };
 
-use crate::db::now;
+use crate::{db::now, domain::ClientNetwork};
 
-/// The fixed window the hourly limit counts in.
-const WINDOW: TimeDelta = TimeDelta::hours(1);
+const HOUR: TimeDelta = TimeDelta::hours(1);
+const DAY: TimeDelta = TimeDelta::days(1);
 
 /// How often one address may be sent account mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
-    /// Least time between two mails.
+    /// Least time between two mails to the address.
     pub cooldown: Duration,
-    /// Most mails in an hour.
+    /// Most mails to the address an hour, per client network.
     pub hourly_limit: u32,
+    /// Most mails to the address a day, all networks together; one network may use half.
+    pub daily_limit: u32,
+}
+
+impl ThrottlePolicy {
+    fn daily_share(&self) -> u32 {
+        (self.daily_limit / 2).max(1)
+    }
 }
 
 /// Too soon: another request of this kind may succeed after `retry_after`.
@@ -55,88 +68,211 @@ impl RateLimited {
     }
 }
 
-/// Whether a mail to the address with uniqueness key `key` would be refused now, without
+/// A fixed window: when it started and how much was counted in it.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started_at: DateTimeWithTimeZone,
+    count: i32,
+}
+
+impl Window {
+    /// The window as it stands at `now`: a fresh one once `length` has passed.
+    fn at(self, now: DateTimeWithTimeZone, length: TimeDelta) -> Self {
+        if self.started_at + length <= now {
+            Self {
+                started_at: now,
+                count: 0,
+            }
+        } else {
+            self
+        }
+    }
+
+    /// How long until one more fits under `limit`; zero when it fits now.
+    fn wait(self, now: DateTimeWithTimeZone, length: TimeDelta, limit: u32) -> TimeDelta {
+        if i64::from(self.count) >= i64::from(limit) {
+            self.started_at + length - now
+        } else {
+            TimeDelta::zero()
+        }
+    }
+
+    fn counted(self) -> Self {
+        Self {
+            count: self.count.saturating_add(1),
+            ..self
+        }
+    }
+}
+
+/// The state of the limits for one address and client, as stored.
+struct Rows {
+    address: mail_throttles::Model,
+    client: mail_throttle_clients::Model,
+}
+
+impl Rows {
+    /// The windows at `now`, or how long to wait.
+    fn decide(
+        &self,
+        now: DateTimeWithTimeZone,
+        policy: ThrottlePolicy,
+    ) -> Result<(Window, Window, Window), RateLimited> {
+        let daily = Window {
+            started_at: self.address.window_started_at,
+            count: self.address.sent_in_window,
+        }
+        .at(now, DAY);
+        let hourly = Window {
+            started_at: self.client.hour_started_at,
+            count: self.client.sent_in_hour,
+        }
+        .at(now, HOUR);
+        let share = Window {
+            started_at: self.client.day_started_at,
+            count: self.client.sent_in_day,
+        }
+        .at(now, DAY);
+        let cooldown = TimeDelta::from_std(policy.cooldown).unwrap_or(TimeDelta::MAX);
+        let waits = [
+            self.address
+                .last_sent_at
+                .map_or(TimeDelta::zero(), |last| last + cooldown - now),
+            daily.wait(now, DAY, policy.daily_limit),
+            hourly.wait(now, HOUR, policy.hourly_limit),
+            share.wait(now, DAY, policy.daily_share()),
+        ];
+        let wait = waits.into_iter().max().unwrap_or_default();
+        if wait > TimeDelta::zero() {
+            return Err(RateLimited::after(wait, LimitScope::Address));
+        }
+        Ok((daily, hourly, share))
+    }
+}
+
+/// Whether a mail to the address with key `key` from `client` would be refused now, without
 /// recording anything: lets a request that would be refused skip its costly work. The answer
 /// is advisory (a concurrent request may change it); [`take`] decides.
 pub async fn peek<C: ConnectionTrait>(
     db: &C,
     key: &str,
+    client: ClientNetwork,
     policy: ThrottlePolicy,
 ) -> Result<Result<(), RateLimited>, DbErr> {
-    let row = mail_throttles::Entity::find_by_id(key.to_owned())
+    let address = mail_throttles::Entity::find_by_id(key.to_owned())
         .one(db)
         .await?;
-    Ok(match row {
-        Some(row) => decide(&row, now(), policy).map(drop),
-        None => Ok(()),
-    })
+    let client_row = mail_throttle_clients::Entity::find_by_id((key.to_owned(), client.key()))
+        .one(db)
+        .await?;
+    // The clock after the reads: a mail recorded meanwhile must not look like it is from the
+    // future (which would ask for more than the cooldown).
+    let now = now();
+    let rows = Rows {
+        address: address.unwrap_or_else(|| fresh_address(key, now)),
+        client: client_row.unwrap_or_else(|| fresh_client(key, client, now)),
+    };
+    Ok(rows.decide(now, policy).map(drop))
 }
 
-/// Records one mail to the address with uniqueness key `key` if the policy allows it now.
+/// Records one mail to the address with key `key` for `client` if the limits allow it now.
 ///
-/// Call inside the write transaction that queues the mail: the row is locked until it commits
-/// (on SQLite the immediate transaction already serializes writers), so concurrent requests for
-/// one address are decided one after the other, and a rollback forgets the mail.
+/// Call inside the write transaction that queues the mail: the rows are locked (the address's,
+/// then the client's, always in that order) until it commits, so concurrent requests for one
+/// address are decided one after the other, and a rollback forgets the mail.
 pub async fn take<C: ConnectionTrait>(
     txn: &C,
     key: &str,
+    client: ClientNetwork,
     policy: ThrottlePolicy,
 ) -> Result<Result<(), RateLimited>, DbErr> {
-    let fresh = mail_throttles::ActiveModel {
-        email_key: Set(key.to_owned()),
-        window_started_at: Set(now()),
-        sent_in_window: Set(0),
-        last_sent_at: Set(None),
-    };
-    mail_throttles::Entity::insert(fresh)
-        .on_conflict(OnConflict::column(Column::EmailKey).do_nothing().to_owned())
-        .exec_without_returning(txn)
-        .await?;
-    let row = mail_throttles::Entity::find_by_id(key.to_owned())
+    let started = now();
+    mail_throttles::Entity::insert(mail_throttles::ActiveModel::from(fresh_address(
+        key, started,
+    )))
+    .on_conflict(
+        OnConflict::column(mail_throttles::Column::EmailKey)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(txn)
+    .await?;
+    let address = mail_throttles::Entity::find_by_id(key.to_owned())
         .lock_exclusive()
         .one(txn)
         .await?
         .ok_or_else(|| DbErr::RecordNotFound(format!("mail throttle for {key}")))?;
-    // Read the clock only once the row is ours: a request that waited for the lock must not
+    mail_throttle_clients::Entity::insert(mail_throttle_clients::ActiveModel::from(fresh_client(
+        key, client, started,
+    )))
+    .on_conflict(
+        OnConflict::columns([
+            mail_throttle_clients::Column::EmailKey,
+            mail_throttle_clients::Column::ClientKey,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(txn)
+    .await?;
+    let client_row = mail_throttle_clients::Entity::find_by_id((key.to_owned(), client.key()))
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("mail throttle for {key} and a client")))?;
+    // Read the clock only once the rows are ours: a request that waited for the lock must not
     // judge by a time from before the mail that made it wait.
     let now = now();
-
-    let (window_started_at, sent) = match decide(&row, now, policy) {
-        Ok(window) => window,
+    let rows = Rows {
+        address,
+        client: client_row,
+    };
+    let (daily, hourly, share) = match rows.decide(now, policy) {
+        Ok(windows) => windows,
         Err(limited) => return Ok(Err(limited)),
     };
+    let (daily, hourly, share) = (daily.counted(), hourly.counted(), share.counted());
     mail_throttles::Entity::update(mail_throttles::ActiveModel {
-        email_key: Set(row.email_key),
-        window_started_at: Set(window_started_at),
-        sent_in_window: Set(sent.saturating_add(1)),
+        email_key: Set(rows.address.email_key),
+        window_started_at: Set(daily.started_at),
+        sent_in_window: Set(daily.count),
         last_sent_at: Set(Some(now)),
+    })
+    .exec(txn)
+    .await?;
+    mail_throttle_clients::Entity::update(mail_throttle_clients::ActiveModel {
+        email_key: Set(rows.client.email_key),
+        client_key: Set(rows.client.client_key),
+        hour_started_at: Set(hourly.started_at),
+        sent_in_hour: Set(hourly.count),
+        day_started_at: Set(share.started_at),
+        sent_in_day: Set(share.count),
     })
     .exec(txn)
     .await?;
     Ok(Ok(()))
 }
 
-/// The window and count a new mail would be recorded in, or how long to wait.
-fn decide(
-    row: &mail_throttles::Model,
+fn fresh_address(key: &str, now: DateTimeWithTimeZone) -> mail_throttles::Model {
+    mail_throttles::Model {
+        email_key: key.to_owned(),
+        window_started_at: now,
+        sent_in_window: 0,
+        last_sent_at: None,
+    }
+}
+
+fn fresh_client(
+    key: &str,
+    client: ClientNetwork,
     now: DateTimeWithTimeZone,
-    policy: ThrottlePolicy,
-) -> Result<(DateTimeWithTimeZone, i32), RateLimited> {
-    let (window_started_at, sent) = if row.window_started_at + WINDOW <= now {
-        (now, 0)
-    } else {
-        (row.window_started_at, row.sent_in_window)
-    };
-    let cooldown = TimeDelta::from_std(policy.cooldown).unwrap_or(TimeDelta::MAX);
-    let mut wait = TimeDelta::zero();
-    if let Some(last) = row.last_sent_at {
-        wait = wait.max(last + cooldown - now);
+) -> mail_throttle_clients::Model {
+    mail_throttle_clients::Model {
+        email_key: key.to_owned(),
+        client_key: client.key(),
+        hour_started_at: now,
+        sent_in_hour: 0,
+        day_started_at: now,
+        sent_in_day: 0,
     }
-    if i64::from(sent) >= i64::from(policy.hourly_limit) {
-        wait = wait.max(window_started_at + WINDOW - now);
-    }
-    if wait > TimeDelta::zero() {
-        return Err(RateLimited::after(wait, LimitScope::Address));
-    }
-    Ok((window_started_at, sent))
 }

@@ -6,7 +6,7 @@ use entity::{mail_throttles, outbox_messages, users};
 use sea_orm::{EntityTrait, PaginatorTrait, sea_query::Expr};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, TestApp, on_both_backends};
+use crate::helpers::{Backend, PASSWORD, TestApp, client_from, on_both_backends};
 
 on_both_backends!(
     resend_confirmation_sends_a_new_link_and_the_old_one_answers_superseded,
@@ -17,6 +17,7 @@ on_both_backends!(
     a_link_confirms_the_sign_up_that_sent_it_whoever_signed_up_later,
     a_resend_renews_the_newest_sign_up_and_says_so_when_another_is_pending,
     simultaneous_resends_for_one_address_send_one_email,
+    one_network_cannot_silence_an_address_for_its_owner,
 );
 
 const ACCEPTED: fn() -> Value =
@@ -279,5 +280,61 @@ async fn simultaneous_resends_for_one_address_send_one_email(backend: Backend) {
             .await
             .unwrap(),
         2
+    );
+}
+
+async fn one_network_cannot_silence_an_address_for_its_owner(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            "--resend-cooldown",
+            "0s",
+            "--resend-hourly-limit",
+            "3",
+            "--resend-daily-limit",
+            "4",
+        ],
+    )
+    .await;
+    async fn resend(app: &TestApp, client: &reqwest::Client) -> Value {
+        let (_, body) = app
+            .post_graphql_with(
+                client,
+                "mutation($email: String!) {
+                   resendConfirmation(email: $email) { accepted retryAfterSeconds userErrors { field message code } }
+                 }",
+                json!({ "email": "victim@example.com" }),
+            )
+            .await;
+        body["data"]["resendConfirmation"].clone()
+    }
+    let resend_from = |client| resend(&app, client);
+    let attacker = client_from("127.0.0.2");
+    let owner = client_from("127.0.0.3");
+    let third = client_from("127.0.0.4");
+    // One network gets half the daily cap, however often it asks...
+    for _ in 0..2 {
+        assert_eq!(resend_from(&attacker).await, ACCEPTED());
+    }
+    let refused = resend_from(&attacker).await;
+    let wait = assert_rate_limited(&refused, &["email"], 86_400);
+    assert!(
+        wait > 3_600,
+        "the attacker waits for the day, not the hour: {wait}"
+    );
+    // ...so the owner, from another network, is still served.
+    assert_eq!(resend_from(&owner).await, ACCEPTED());
+    assert_eq!(resend_from(&owner).await, ACCEPTED());
+    // The daily cap per address bounds the mail any number of networks can cause.
+    assert_rate_limited(&resend_from(&third).await, &["email"], 86_400);
+    let rows = entity::mail_throttle_clients::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap();
+    // The refused request of the third network left nothing behind.
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|row| row.client_key.len() == 64 && !row.client_key.contains('.'))
     );
 }

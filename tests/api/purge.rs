@@ -64,15 +64,15 @@ async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend
     };
     let kept_user = find("kept@example.com").await.unwrap().unwrap();
     let fresh_user = find("fresh@example.com").await.unwrap().unwrap();
-    // An idle mail-limit row from over an hour ago.
+    // An idle mail-limit row from over a day ago.
     mail_throttles::Entity::update_many()
         .col_expr(
             mail_throttles::Column::WindowStartedAt,
-            Expr::value(now - TimeDelta::hours(2)),
+            Expr::value(now - TimeDelta::days(2)),
         )
         .col_expr(
             mail_throttles::Column::LastSentAt,
-            Expr::value(now - TimeDelta::hours(2)),
+            Expr::value(now - TimeDelta::days(2)),
         )
         .filter(mail_throttles::Column::EmailKey.eq("stale@example.com"))
         .exec(&app.db)
