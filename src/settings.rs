@@ -201,6 +201,11 @@ pub struct Settings {
     #[arg(long, env = "ADMIT_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub introspection: bool,
 
+    /// Whether browsers get GraphiQL at `GET /graphql` (and `/playground` redirects there).
+    /// Turn it off in production unless the API is meant to be explored.
+    #[arg(long, env = "ADMIT_IDE", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub ide: bool,
+
     /// Whether `GET /` serves the demo sign-up page.
     #[arg(long, env = "ADMIT_DEMO_PAGES", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub demo_pages: bool,

@@ -7,13 +7,13 @@
 
 use async_graphql::{
     BatchRequest, BatchResponse, Request, Response as GqlResponse, Value, Variables,
-    http::GraphiQLSource, parser::types::OperationType,
+    parser::types::OperationType,
 };
 use axum::{
     body::Bytes,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
 };
 use serde_json::json;
 
@@ -83,14 +83,8 @@ pub(super) async fn get(
 ) -> Response {
     let raw = uri.query().unwrap_or_default();
     let is_ide = GetParams::parse(raw).is_ok_and(|params| params.query.is_none());
-    if is_ide && accepts(&headers, "text/html") {
-        return Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .title("admit GraphiQL")
-                .finish(),
-        )
-        .into_response();
+    if http.ide && is_ide && accepts(&headers, "text/html") {
+        return super::pages::graphiql();
     }
     let mut request = match decode_get(raw) {
         Ok(request) => request,

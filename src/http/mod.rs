@@ -56,6 +56,7 @@ struct HttpState {
     app: AppState,
     trusted_proxies: Arc<[IpNet]>,
     readiness: Readiness,
+    ide: bool,
 }
 
 /// Whether the process should be sent new work: false once shutdown has begun, so that a
@@ -86,15 +87,19 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         router = router.route("/", get(pages::signup));
     }
     let body_timeout = state.settings.body_timeout;
+    let ide = state.settings.ide;
     let http = HttpState {
+        ide,
         trusted_proxies: state.settings.trusted_proxies.clone().into(),
         schema,
         app: state,
         readiness,
     };
+    if ide {
+        router = router.route("/playground", get(pages::playground));
+    }
     router
         .route("/graphql", graphql)
-        .route("/playground", get(pages::playground))
         .route("/confirm", get(pages::confirm))
         .route("/healthz", get(pages::healthz))
         .route("/readyz", get(pages::readyz))

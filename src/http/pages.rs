@@ -2,7 +2,6 @@
 
 use std::{sync::LazyLock, time::Duration};
 
-use async_graphql::http::{GraphQLPlaygroundConfig, playground_source};
 use axum::{
     extract::State,
     http::{HeaderValue, StatusCode, header},
@@ -58,6 +57,73 @@ impl Page {
     }
 }
 
+/// What the GraphiQL page loads from the CDN: exact versions, each with its integrity hash
+/// (computed from the npm packages, which the CDN serves byte for byte), so that a changed or
+/// compromised file is refused by the browser. The page's policy allows these URLs and
+/// nothing else from outside the origin.
+const IDE_ASSETS: [(&str, &str); 4] = [
+    (
+        "https://unpkg.com/graphiql@3.9.0/graphiql.min.css",
+        "sha384-QMux00XgRtwRLSYIY3kw2rj1ovk5AuuliAchk+HSQbqdbGFnz9GYuqIlOqxhwCE2",
+    ),
+    (
+        "https://unpkg.com/react@18.3.1/umd/react.production.min.js",
+        "sha384-DGyLxAyjq0f9SPpVevD6IgztCFlnMF6oW/XQGmfe+IsZ8TqEiDrcHkMLKI6fiB/Z",
+    ),
+    (
+        "https://unpkg.com/react-dom@18.3.1/umd/react-dom.production.min.js",
+        "sha384-gTGxhz21lVGYNMcdJOyq01Edg0jhn/c22nsx0kyqP0TxaV5WVdsSH1fSDUf5YJj1",
+    ),
+    (
+        "https://unpkg.com/graphiql@3.9.0/graphiql.min.js",
+        "sha384-8NGfVj4CVlqHajlZj+bPJT4thxPMHMJYn7DWK2CvtopLd02E7qsPHazniBYvVjOO",
+    ),
+];
+const IDE_STYLE: &str = "body { margin: 0; } #graphiql { height: 100vh; }";
+
+/// GraphiQL, served from the API's origin: pinned assets with integrity hashes, its own
+/// start-up script allowed by hash, no framing.
+static GRAPHIQL: LazyLock<Page> = LazyLock::new(|| {
+    let script = include_str!("pages/graphiql.js");
+    let (styles, scripts): (Vec<&(&str, &str)>, Vec<&(&str, &str)>) = IDE_ASSETS
+        .iter()
+        .partition(|(url, _)| url.ends_with(".css"));
+    let tags: String = styles
+        .iter()
+        .map(|(url, integrity)| {
+            format!(r#"<link rel="stylesheet" href="{url}" integrity="{integrity}" crossorigin="anonymous">"#)
+        })
+        .chain(scripts.iter().map(|(url, integrity)| {
+            format!(r#"<script src="{url}" integrity="{integrity}" crossorigin="anonymous"></script>"#)
+        }))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let urls = |assets: &[&(&str, &str)]| {
+        assets
+            .iter()
+            .map(|(url, _)| *url)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let csp = format!(
+        "default-src 'none'; script-src '{}' {}; style-src '{}' {}; font-src data:; \
+         img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'",
+        sha256_source(script),
+        urls(&scripts),
+        sha256_source(IDE_STYLE),
+        urls(&styles),
+    );
+    Page {
+        html: include_str!("pages/graphiql.html")
+            .replace("/*STYLE*/", IDE_STYLE)
+            .replace("<!--ASSETS-->", &tags)
+            .replace("/*SCRIPT*/", script),
+        csp: HeaderValue::try_from(csp)
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'")),
+    }
+});
+
 static CONFIRM: LazyLock<Page> = LazyLock::new(|| {
     Page::new(
         include_str!("pages/confirm.html"),
@@ -90,11 +156,19 @@ pub(super) async fn signup() -> Response {
     SIGNUP.respond()
 }
 
-/// `GET /playground`: GraphQL Playground pointed at `/graphql`.
-pub(super) async fn playground() -> Html<String> {
-    Html(playground_source(
-        GraphQLPlaygroundConfig::new("/graphql").title("admit Playground"),
-    ))
+/// GraphiQL, for `GET /graphql` from a browser (unless `ADMIT_IDE=false`).
+pub(super) fn graphiql() -> Response {
+    GRAPHIQL.respond()
+}
+
+/// `GET /playground`: GraphQL Playground is retired upstream; its successor is GraphiQL, at
+/// `/graphql`. Old bookmarks land there.
+pub(super) async fn playground() -> Response {
+    (
+        StatusCode::PERMANENT_REDIRECT,
+        [(header::LOCATION, HeaderValue::from_static("/graphql"))],
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: liveness. 200 whenever the process serves HTTP; it does not look at the

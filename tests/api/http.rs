@@ -348,7 +348,7 @@ async fn an_internal_failure_is_masked_logged_by_request_id_and_leaves_no_half_a
 }
 
 #[tokio::test]
-async fn graphiql_and_playground_point_at_the_graphql_endpoint() {
+async fn graphiql_loads_only_pinned_assets_with_integrity_and_cannot_be_framed() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let graphiql = app
         .http
@@ -358,18 +358,72 @@ async fn graphiql_and_playground_point_at_the_graphql_endpoint() {
         .await
         .unwrap();
     assert_eq!(graphiql.status(), 200);
+    let csp = graphiql.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
     let page = graphiql.text().await.unwrap();
-    assert!(page.to_lowercase().contains("graphiql"));
-    assert!(
-        page.contains("url: createUrl('/graphql')"),
-        "GraphiQL endpoint missing"
-    );
+    assert!(page.contains(r#"createFetcher({ url: "/graphql" })"#));
+    let external: Vec<&str> = page
+        .split(['"', '\''])
+        .filter(|part| part.starts_with("https://"))
+        .collect();
+    assert_eq!(external.len(), 4, "{page}");
+    for url in external {
+        // An exact version, allowed by the policy one URL at a time, with an integrity hash.
+        let version = url
+            .split('@')
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap();
+        assert_eq!(version.split('.').count(), 3, "{url}");
+        assert!(
+            version.split('.').all(|n| n.parse::<u32>().is_ok()),
+            "{url}"
+        );
+        assert!(csp.contains(url), "{url} is not in the policy");
+        let tag_end = page[page.find(url).unwrap()..].find('>').unwrap();
+        let tag = &page[page.find(url).unwrap()..page.find(url).unwrap() + tag_end];
+        assert!(tag.contains(r#"integrity="sha384-"#), "{tag}");
+    }
 
-    let playground = app.http.get(app.url("/playground")).send().await.unwrap();
-    assert_eq!(playground.status(), 200);
-    let page = playground.text().await.unwrap();
-    assert!(page.contains("GraphQLPlayground"));
-    assert!(page.contains("/graphql"));
+    let playground = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/playground"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(playground.status(), 308);
+    assert_eq!(playground.headers()["location"], "/graphql");
+}
+
+#[tokio::test]
+async fn the_ide_can_be_switched_off() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &["--ide", "false"]).await;
+    let response = app
+        .http
+        .get(app.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(!response.text().await.unwrap().contains("<script"));
+    let response = app.http.get(app.url("/playground")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    // Queries over GET still work.
+    let response = app
+        .http
+        .get(app.url("/graphql"))
+        .query(&[("query", "{ passwordPolicy { minLength } }")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]

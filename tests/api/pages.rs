@@ -315,3 +315,25 @@ async fn a_server_that_cannot_be_reached_gets_a_retry_not_a_dead_end() {
     .await;
     assert_eq!(seen.state(), "confirmed");
 }
+
+#[tokio::test]
+async fn graphiql_renders_under_its_policy_from_the_pinned_assets() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    // The CDN is answered from the npm packages of the same versions: a file that differs from
+    // its integrity hash, or anything the policy refuses, shows up as a console error.
+    let seen = browse(json!([
+        { "mirror": "https://unpkg.com/" },
+        { "goto": app.url("/graphql") },
+        { "waitFor": ".graphiql-container" },
+        { "visible": ".graphiql-editors", "as": "editors" },
+        { "screenshot": "graphiql" },
+    ]))
+    .await;
+    assert_eq!(seen.read("editors"), "true");
+    assert_eq!(
+        seen.0["mirrored"].as_array().unwrap().len(),
+        4,
+        "{}",
+        seen.0
+    );
+}

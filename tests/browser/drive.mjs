@@ -2,10 +2,17 @@
 // one JSON line. Usage: node drive.mjs STEPS_JSON SCREENSHOT_DIR
 // Steps: {"goto": url, "size": "390x844"?} {"fill": selector, "value": text} {"click": selector}
 //        {"waitState": [states]} {"wait": ms} {"read": selector, "as": key} {"visible": selector, "as": key}
-//        {"offline": true|false} {"screenshot": name}
-// Output: {state, reads, posts, external, consoleErrors}
+//        {"offline": true|false} {"screenshot": name} {"waitFor": selector}
+//        {"mirror": "https://unpkg.com/"}: answer that CDN from the npm packages installed here
+//        (this machine reaches no CDN); Subresource Integrity is still checked by the browser
+// Output: {state, reads, posts, external, mirrored, consoleErrors}
 import { chromium } from "playwright-core";
 import path from "node:path";
+import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const types = { ".js": "application/javascript", ".css": "text/css" };
 
 const [stepsJson, shots] = process.argv.slice(2);
 const steps = JSON.parse(stepsJson);
@@ -17,7 +24,8 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
-const seen = { reads: {}, posts: [], external: [], consoleErrors: [] };
+const seen = { reads: {}, posts: [], external: [], mirrored: [], consoleErrors: [] };
+const mirrors = [];
 try {
   const first = steps.find((step) => step.goto);
   const [width, height] = (first && first.size ? first.size : "1024x768").split("x").map(Number);
@@ -26,7 +34,8 @@ try {
   let origin = null;
   page.on("request", (request) => {
     if (request.method() === "POST") seen.posts.push(new URL(request.url()).pathname);
-    if (origin && !request.url().startsWith(origin)) seen.external.push(request.url());
+    if (mirrors.some((prefix) => request.url().startsWith(prefix))) seen.mirrored.push(request.url());
+    else if (origin && !request.url().startsWith(origin)) seen.external.push(request.url());
   });
   let offline = false;
   page.on("console", (msg) => {
@@ -57,6 +66,20 @@ try {
     } else if ("offline" in step) {
       offline = step.offline;
       await context.setOffline(offline);
+    } else if (step.mirror) {
+      mirrors.push(step.mirror);
+      await page.route(step.mirror + "**", async (route) => {
+        // /name@1.2.3/some/file -> node_modules/name/some/file
+        const [pkg, ...rest] = new URL(route.request().url()).pathname.slice(1).split("/");
+        const file = path.join(here, "node_modules", pkg.replace(/@[^@]*$/, ""), ...rest);
+        await route.fulfill({
+          body: await readFile(file),
+          headers: { "content-type": types[path.extname(file)] || "application/octet-stream",
+            "access-control-allow-origin": "*" },
+        });
+      });
+    } else if (step.waitFor) {
+      await page.waitForSelector(step.waitFor, { timeout: 15000 });
     } else if (step.screenshot) {
       await page.screenshot({ path: path.join(shots, step.screenshot + ".png"), fullPage: true });
     } else {
