@@ -61,7 +61,7 @@ impl Page {
 /// (computed from the npm packages, which the CDN serves byte for byte), so that a changed or
 /// compromised file is refused by the browser. The page's policy allows these URLs and
 /// nothing else from outside the origin.
-const IDE_ASSETS: [(&str, &str); 4] = [
+const IDE_ASSETS: [Asset; 4] = [
     (
         "https://unpkg.com/graphiql@3.9.0/graphiql.min.css",
         "sha384-QMux00XgRtwRLSYIY3kw2rj1ovk5AuuliAchk+HSQbqdbGFnz9GYuqIlOqxhwCE2",
@@ -79,13 +79,15 @@ const IDE_ASSETS: [(&str, &str); 4] = [
         "sha384-8NGfVj4CVlqHajlZj+bPJT4thxPMHMJYn7DWK2CvtopLd02E7qsPHazniBYvVjOO",
     ),
 ];
+/// A file from the CDN: its URL and its integrity hash.
+type Asset = (&'static str, &'static str);
 const IDE_STYLE: &str = "body { margin: 0; } #graphiql { height: 100vh; }";
 
 /// GraphiQL, served from the API's origin: pinned assets with integrity hashes, its own
 /// start-up script allowed by hash, no framing.
 static GRAPHIQL: LazyLock<Page> = LazyLock::new(|| {
     let script = include_str!("pages/graphiql.js");
-    let (styles, scripts): (Vec<&(&str, &str)>, Vec<&(&str, &str)>) = IDE_ASSETS
+    let (styles, scripts): (Vec<&Asset>, Vec<&Asset>) = IDE_ASSETS
         .iter()
         .partition(|(url, _)| url.ends_with(".css"));
     let tags: String = styles
@@ -98,7 +100,7 @@ static GRAPHIQL: LazyLock<Page> = LazyLock::new(|| {
         }))
         .collect::<Vec<_>>()
         .join("\n");
-    let urls = |assets: &[&(&str, &str)]| {
+    let urls = |assets: &[&Asset]| {
         assets
             .iter()
             .map(|(url, _)| *url)
