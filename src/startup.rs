@@ -81,6 +81,7 @@ impl Application {
             db: database,
             hasher,
             outbox,
+            resend_signal: OutboxSignal::default(),
             templates,
             secrets,
             confirm_url: Arc::new(confirm_url),
@@ -113,6 +114,10 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let dispatcher = tokio::spawn(self.dispatcher.run(stop_rx.clone()));
+        let resender = tokio::spawn(crate::services::accounts::run_resend_worker(
+            self.state.clone(),
+            stop_rx.clone(),
+        ));
         let purger = tokio::spawn(purge::run_periodically(
             self.state.db.clone(),
             self.state.settings.retention(),
@@ -138,6 +143,7 @@ impl Application {
         let _ = stop_tx.send(true);
         dispatcher.await.context("the mail dispatcher panicked")?;
         purger.await.context("the purge job panicked")?;
+        resender.await.context("the resend worker panicked")?;
         Ok(())
     }
 }

@@ -24,6 +24,8 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     /// Wakes the mail dispatcher after a commit.
     pub outbox: OutboxSignal,
+    /// Wakes the resend worker after a request is recorded.
+    pub resend_signal: OutboxSignal,
     /// The emails, ready to render.
     pub templates: Templates,
     /// The keys that seal mail at rest.

@@ -4,9 +4,13 @@
 //! bound measured in the same run: the idle process plus one Argon2 memory block per hashing
 //! thread, which is what bounded hashing should cost at most.
 //!
+//! `resend-timing`: `resendConfirmation` for unknown, unconfirmed and confirmed addresses,
+//! interleaved, median time per class: the three must not be told apart.
+//!
 //! ```sh
 //! cargo build --release -p admit -p admit-bench
 //! target/release/admit-bench memory --signups 500
+//! target/release/admit-bench resend-timing --per-class 100
 //! ```
 
 use std::{
@@ -31,17 +35,22 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let scenario = args.next().unwrap_or_default();
     let mut signups = 500usize;
+    let mut per_class = 100usize;
     let mut admit = sibling("admit")?;
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--signups" => signups = args.next().context("--signups N")?.parse()?,
+            "--per-class" => per_class = args.next().context("--per-class N")?.parse()?,
             "--admit" => admit = PathBuf::from(args.next().context("--admit PATH")?),
             other => bail!("unknown argument {other:?}"),
         }
     }
     match scenario.as_str() {
         "memory" => memory(&admit, signups).await,
-        _ => bail!("usage: admit-bench memory [--signups N] [--admit PATH]"),
+        "resend-timing" => resend_timing(&admit, per_class).await,
+        _ => bail!(
+            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N]  [--admit PATH]"
+        ),
     }
 }
 
@@ -59,11 +68,12 @@ struct Admit {
 }
 
 impl Admit {
-    async fn start(binary: &Path) -> anyhow::Result<Self> {
+    async fn start(binary: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut child = Command::new(binary)
             .current_dir(dir.path())
             .env_clear()
+            .envs(env.iter().copied())
             .env("ADMIT_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn,admit=info")
             .stdout(Stdio::null())
@@ -121,7 +131,7 @@ impl Admit {
 }
 
 async fn memory(binary: &Path, signups: usize) -> anyhow::Result<()> {
-    let admit = Admit::start(binary).await?;
+    let admit = Admit::start(binary, &[]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_kib = admit.status_kib("VmRSS:")?;
     // Many clients: each from its own loopback address, two sign-ups each, so that the
@@ -200,5 +210,125 @@ async fn memory(binary: &Path, signups: usize) -> anyhow::Result<()> {
         mib(after_kib),
         after_kib as f64 / idle_kib as f64
     );
+    Ok(())
+}
+
+/// POSTs one GraphQL request and returns the answer.
+async fn graphql(
+    client: &reqwest::Client,
+    url: &str,
+    query: &str,
+    variables: Value,
+) -> anyhow::Result<Value> {
+    let body = json!({ "query": query, "variables": variables });
+    Ok(client.post(url).json(&body).send().await?.json().await?)
+}
+
+/// Every confirmation token mailed so far, by recipient, read from admit's `.eml` files.
+fn mailed_tokens(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let raw = std::fs::read(entry?.path())?;
+        let Some(message) = mail_parser::MessageParser::default().parse(&raw) else {
+            continue;
+        };
+        let to = message
+            .to()
+            .and_then(|to| to.first())
+            .and_then(|address| address.address())
+            .unwrap_or_default()
+            .to_owned();
+        let text = message.body_text(0).unwrap_or_default();
+        if let Some(token) = text
+            .split("#token=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            found.push((to, token.to_owned()));
+        }
+    }
+    Ok(found)
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+async fn resend_timing(binary: &Path, per_class: usize) -> anyhow::Result<()> {
+    let admit = Admit::start(
+        binary,
+        &[
+            ("ADMIT_IP_RATE_LIMIT", "0"),
+            ("ADMIT_RESEND_COOLDOWN", "0s"),
+            ("ADMIT_RESEND_HOURLY_LIMIT", "1000"),
+            ("ADMIT_RESEND_DAILY_LIMIT", "2000"),
+        ],
+    )
+    .await?;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/graphql", admit.listen);
+    let register = "mutation($input: RegisterInput!) { register(input: $input) { accepted } }";
+    // Unconfirmed and (to be) confirmed accounts; unknown addresses need nothing.
+    for i in 0..per_class {
+        for class in ["pending", "confirmed"] {
+            let input = json!({ "input": { "email": format!("{class}{i}@bench.test"), "password": "correct horse battery staple" } });
+            let answer = graphql(&client, &url, register, input).await?;
+            if answer["data"]["register"]["accepted"] != true {
+                bail!("sign-up refused: {answer}");
+            }
+        }
+    }
+    let mail_dir = admit._dir.path().join("mail");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tokens = loop {
+        let tokens = mailed_tokens(&mail_dir).unwrap_or_default();
+        if tokens.len() >= 2 * per_class {
+            break tokens;
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {} mails arrived", tokens.len(), 2 * per_class);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let confirm =
+        "mutation($token: String!) { confirmAccount(token: $token) { user { confirmed } } }";
+    for (to, token) in tokens.iter().filter(|(to, _)| to.starts_with("confirmed")) {
+        let answer = graphql(&client, &url, confirm, json!({ "token": token })).await?;
+        if answer["data"]["confirmAccount"]["user"]["confirmed"] != true {
+            bail!("{to} not confirmed: {answer}");
+        }
+    }
+
+    let resend = "mutation($email: String!) { resendConfirmation(email: $email) { accepted } }";
+    let classes = ["unknown", "pending", "confirmed"];
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    for i in 0..per_class {
+        // Interleaved, in a rotating order, with a pause that lets background work finish.
+        for k in 0..3 {
+            let class = (i + k) % 3;
+            let email = format!("{}{i}@bench.test", classes[class]);
+            let started = Instant::now();
+            let answer = graphql(&client, &url, resend, json!({ "email": email })).await?;
+            let took = started.elapsed();
+            if answer["data"]["resendConfirmation"]["accepted"] != true {
+                bail!("resend refused: {answer}");
+            }
+            samples[class].push(took);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let medians: Vec<Duration> = samples.iter_mut().map(|s| median(s)).collect();
+    let fastest = medians.iter().min().copied().unwrap_or_default();
+    println!("| address class | median resendConfirmation | vs fastest |");
+    println!("|---|---|---|");
+    for (class, median) in classes.iter().zip(&medians) {
+        println!(
+            "| {class} | {:.2} ms | {:.3} |",
+            median.as_secs_f64() * 1000.0,
+            median.as_secs_f64() / fastest.as_secs_f64()
+        );
+    }
+    println!("({per_class} requests per class, interleaved)");
     Ok(())
 }

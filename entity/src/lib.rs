@@ -6,5 +6,6 @@ pub mod client_budgets;
 pub mod mail_throttle_clients;
 pub mod mail_throttles;
 pub mod outbox_messages;
+pub mod resend_requests;
 pub mod users;
 pub mod verification_tokens;

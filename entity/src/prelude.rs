@@ -4,5 +4,6 @@ pub use super::client_budgets::Entity as ClientBudgets;
 pub use super::mail_throttle_clients::Entity as MailThrottleClients;
 pub use super::mail_throttles::Entity as MailThrottles;
 pub use super::outbox_messages::Entity as OutboxMessages;
+pub use super::resend_requests::Entity as ResendRequests;
 pub use super::users::Entity as Users;
 pub use super::verification_tokens::Entity as VerificationTokens;

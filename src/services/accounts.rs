@@ -1,10 +1,13 @@
 //! Registration, confirmation and resending the confirmation link.
 
-use entity::{users, verification_tokens};
+use entity::{resend_requests, users, verification_tokens};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, SqlErr, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    SqlErr, TransactionTrait,
+    sea_query::{Expr, LockBehavior, LockType},
 };
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
@@ -189,64 +192,148 @@ pub async fn register(
         }
         Err(err) => return Err(err.into()),
     };
-    let message_id = issue_link(&txn, state, &user, &account.email, &signup, &token, again).await?;
+    let message_id = issue_link(
+        &txn,
+        state,
+        &user,
+        account.email.deliverable(),
+        &signup,
+        &token,
+        again,
+    )
+    .await?;
     txn.commit().await?;
     state.outbox.wake();
     tracing::info!(user_id = %user.id, %message_id, again, "confirmation email queued");
     Ok(())
 }
 
-/// Sends a fresh link for the most recent pending sign-up of `email`, if its account is not
-/// confirmed; that sign-up's earlier links are superseded, other sign-ups' links are not.
-/// Unknown and confirmed addresses get the same answer and no mail.
+/// Records a request for a new confirmation link to `email`. The request does the same work
+/// for every address (the limits, one row recorded), so neither its answer nor its timing
+/// tells whether the address has an unconfirmed account; [`process_resend_requests`] decides
+/// afterwards whether a link goes out.
 pub async fn resend_confirmation(
     state: &AppState,
     client: ClientNetwork,
     email: EmailAddress,
 ) -> Result<(), ResendError> {
     client_budget::take(&state.db, client, state.settings.ip_rate_limit).await??;
-    let token = new_token()?;
     let txn = begin_write(&state.db).await?;
     if let Err(limited) = throttle::take(&txn, email.key(), client, throttle_policy(state)).await? {
         txn.rollback().await?;
         return Err(ResendError::RateLimited(limited));
     }
-    match lock_user_by_key(&txn, email.key()).await? {
-        Some(user) if user.confirmed_at.is_none() => {
-            let pending = pending_links(&txn, user.id).await?;
-            let signup = pending.first().map_or_else(
-                // Links from before sign-ups carried their own password: the account's.
-                || SignUp {
-                    id: Uuid::now_v7(),
-                    password_hash: user.password_hash.clone(),
-                    display_name: user.display_name.clone(),
-                },
-                SignUp::of,
-            );
-            // Mailed like a repeated sign-up whenever another sign-up is pending: a resend
-            // must not dress up someone else's sign-up as the owner's own link.
-            let again = pending.iter().any(|link| link.signup_id != Some(signup.id));
-            verification_tokens::Entity::update_many()
-                .col_expr(
-                    verification_tokens::Column::SupersededAt,
-                    Expr::value(now()),
-                )
-                .filter(verification_tokens::Column::UserId.eq(user.id))
-                .filter(verification_tokens::Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
-                .filter(verification_tokens::Column::SignupId.eq(signup.id))
-                .filter(verification_tokens::Column::ConsumedAt.is_null())
-                .filter(verification_tokens::Column::SupersededAt.is_null())
-                .exec(&txn)
-                .await?;
-            let message_id = issue_link(&txn, state, &user, &email, &signup, &token, again).await?;
-            txn.commit().await?;
-            state.outbox.wake();
-            tracing::info!(user_id = %user.id, %message_id, "confirmation email resent");
-        }
-        // Still committed: the limit counts this request like any other.
-        _ => txn.commit().await?,
-    }
+    resend_requests::Entity::insert(resend_requests::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email_key: Set(email.key().to_owned()),
+        recipient: Set(email.deliverable().to_owned()),
+        requested_at: Set(now()),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    txn.commit().await?;
+    state.resend_signal.wake();
     Ok(())
+}
+
+/// Handles recorded resend requests, oldest first, until none is left; returns how many. For
+/// an unconfirmed account, a fresh link for its most recent pending sign-up (that sign-up's
+/// earlier links are superseded, other sign-ups' links are not); for anything else, nothing.
+/// Each request is handled in its own transaction, and concurrent workers (several processes
+/// on one PostgreSQL database) skip the requests another one holds.
+pub async fn process_resend_requests(state: &AppState) -> anyhow::Result<usize> {
+    let mut handled = 0;
+    loop {
+        let txn = begin_write(&state.db).await?;
+        let Some(request) = resend_requests::Entity::find()
+            .order_by_asc(resend_requests::Column::RequestedAt)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .one(&txn)
+            .await?
+        else {
+            txn.commit().await?;
+            return Ok(handled);
+        };
+        resend_requests::Entity::delete_by_id(request.id)
+            .exec(&txn)
+            .await?;
+        let message_id = renew_link(&txn, state, &request).await?;
+        txn.commit().await?;
+        handled += 1;
+        if let Some(message_id) = message_id {
+            state.outbox.wake();
+            tracing::info!(%message_id, "confirmation email resent");
+        }
+    }
+}
+
+/// Handles resend requests whenever one is recorded (and every second, for requests another
+/// process recorded), until `shutdown` turns true.
+pub async fn run_resend_worker(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if let Err(err) = process_resend_requests(&state).await {
+            tracing::error!(error = %format_args!("{err:#}"), "resend requests: cannot handle them now");
+        }
+        tokio::select! {
+            () = state.resend_signal.woken() => {}
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}
+
+/// The new link for the account a resend request names, if it is unconfirmed; the outbox id.
+async fn renew_link(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    request: &resend_requests::Model,
+) -> anyhow::Result<Option<Uuid>> {
+    let Some(user) = lock_user_by_key(txn, &request.email_key).await? else {
+        return Ok(None);
+    };
+    if user.confirmed_at.is_some() {
+        return Ok(None);
+    }
+    let pending = pending_links(txn, user.id).await?;
+    let signup = pending.first().map_or_else(
+        // Links from before sign-ups carried their own password: the account's.
+        || SignUp {
+            id: Uuid::now_v7(),
+            password_hash: user.password_hash.clone(),
+            display_name: user.display_name.clone(),
+        },
+        SignUp::of,
+    );
+    // Mailed like a repeated sign-up whenever another sign-up is pending: a resend must not
+    // dress up someone else's sign-up as the owner's own link.
+    let again = pending.iter().any(|link| link.signup_id != Some(signup.id));
+    verification_tokens::Entity::update_many()
+        .col_expr(
+            verification_tokens::Column::SupersededAt,
+            Expr::value(now()),
+        )
+        .filter(verification_tokens::Column::UserId.eq(user.id))
+        .filter(verification_tokens::Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
+        .filter(verification_tokens::Column::SignupId.eq(signup.id))
+        .filter(verification_tokens::Column::ConsumedAt.is_null())
+        .filter(verification_tokens::Column::SupersededAt.is_null())
+        .exec(txn)
+        .await?;
+    let token = new_token()?;
+    let message_id = issue_link(
+        txn,
+        state,
+        &user,
+        &request.recipient,
+        &signup,
+        &token,
+        again,
+    )
+    .await?;
+    Ok(Some(message_id))
 }
 
 /// Confirms the sign-up `token` was issued for, and returns the account: the sign-up's password
@@ -379,7 +466,7 @@ async fn issue_link(
     txn: &DatabaseTransaction,
     state: &AppState,
     user: &users::Model,
-    email: &EmailAddress,
+    recipient: &str,
     signup: &SignUp,
     token: &ConfirmationToken,
     again: bool,
@@ -410,7 +497,7 @@ async fn issue_link(
             .templates
             .confirmation(&link, state.settings.token_ttl)?
     };
-    Ok(mail::enqueue(txn, &state.secrets, email.deliverable(), message).await?)
+    Ok(mail::enqueue(txn, &state.secrets, recipient, message).await?)
 }
 
 fn new_token() -> anyhow::Result<ConfirmationToken> {
