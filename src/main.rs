@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    private_files();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -84,5 +85,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+}
+
+/// Everything admit creates (the SQLite database and its journal, the generated secret key, the
+/// development mail files, which hold live links) is readable by its owner only.
+fn private_files() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail and touches no
+    // memory.
+    unsafe {
+        libc::umask(0o077);
     }
 }

@@ -24,6 +24,18 @@ async fn the_binary_runs_on_embedded_defaults_confirms_from_a_mail_file_and_logs
         .collect();
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].extension().unwrap(), "eml");
+    // The mail file holds a live link; the database and the generated key are secrets too.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for path in [
+            files[0].clone(),
+            dir.path().join("admit.db"),
+            dir.path().join("admit.key"),
+        ] {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+    }
     let raw = std::fs::read(&files[0]).unwrap();
     let message = MessageParser::default().parse(&raw).unwrap();
     let text = message.body_text(0).unwrap();
