@@ -180,9 +180,8 @@ async fn sigterm_lets_the_message_being_sent_finish_and_exits_cleanly(backend: B
     let dir = tempfile::tempdir().unwrap();
     let mut admit = AdmitProcess::start(dir.path(), &process_env(&database, &smtp_url)).await;
 
-    let data_read = smtp.data_read();
     assert!(admit.register("inflight@example.com").await);
-    data_read.await;
+    smtp.data_read().await;
     // The message is on the wire, its confirmation 1.5 s away.
     assert_eq!(admit.terminate().await, Some(0));
 

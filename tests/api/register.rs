@@ -402,12 +402,9 @@ async fn password_policy_query_reports_the_configured_limits(backend: Backend) {
 }
 
 async fn mail_queued_during_an_smtp_outage_is_delivered_when_the_server_returns(backend: Backend) {
-    // Reserve a port, then close it: admit is configured for a server that is not there yet.
-    let placeholder = crate::smtp::SmtpServer::start().await;
-    let url = placeholder.url();
-    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-    drop(placeholder);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Hold a port that refuses connections: admit is configured for a server not up yet.
+    let reserved = crate::smtp::SmtpServer::reserve();
+    let url = format!("smtp://127.0.0.1:{}", reserved.port);
     let app = TestApp::spawn_with_smtp_url(backend, url, &[]).await;
 
     let payload = app.register("patient@example.com", PASSWORD, None).await;
@@ -435,7 +432,7 @@ async fn mail_queued_during_an_smtp_outage_is_delivered_when_the_server_returns(
     );
     assert!(failed.text_body.is_some());
 
-    let server = crate::smtp::SmtpServer::start_on(port).await;
+    let server = crate::smtp::SmtpServer::start_on(reserved);
     let mail = server.next_mail().await;
     assert_eq!(mail.recipients, vec!["patient@example.com".to_owned()]);
     assert_eq!(app.confirm(&mail.token()).await["user"]["confirmed"], true);

@@ -96,6 +96,13 @@ impl ReceivedMail {
     }
 }
 
+/// A port held for a server that will start later.
+pub struct ReservedPort {
+    socket: tokio::net::TcpSocket,
+    /// The port number.
+    pub port: u16,
+}
+
 /// The server; it stops when dropped.
 pub struct SmtpServer {
     port: u16,
@@ -109,6 +116,8 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
     /// Signalled when a message's data has been read and its confirmation is pending.
     data_read: Notify,
+    /// How many messages' data has been read with `SlowData` (what `data_read` waits for).
+    data_reads: std::sync::atomic::AtomicUsize,
     /// How many messages `next_mail` has handed out.
     taken: std::sync::atomic::AtomicUsize,
 }
@@ -120,12 +129,25 @@ impl SmtpServer {
         Self::serve(listener)
     }
 
-    /// Listens on `port`, e.g. one a service was told to use before the server came up.
-    pub async fn start_on(port: u16) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind SMTP on port");
-        Self::serve(listener)
+    /// A loopback port held for a server that is not up yet: bound but not listening, so
+    /// connections to it are refused and no other test can take it meanwhile.
+    pub fn reserve() -> ReservedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind SMTP");
+        let port = socket.local_addr().expect("local addr").port();
+        ReservedPort { socket, port }
+    }
+
+    /// Starts listening on a port held by [`reserve`](Self::reserve).
+    pub fn start_on(reserved: ReservedPort) -> Self {
+        Self::serve(
+            reserved
+                .socket
+                .listen(128)
+                .expect("listen on the reserved port"),
+        )
     }
 
     fn serve(listener: TcpListener) -> Self {
@@ -135,6 +157,7 @@ impl SmtpServer {
             arrived: Notify::new(),
             behaviour: Mutex::new(Behaviour::Accept),
             data_read: Notify::new(),
+            data_reads: std::sync::atomic::AtomicUsize::new(0),
             taken: std::sync::atomic::AtomicUsize::new(0),
         });
         let task = tokio::spawn({
@@ -163,11 +186,25 @@ impl SmtpServer {
         *self.shared.behaviour.lock().expect("behaviour lock") = behaviour;
     }
 
-    /// Resolves when a message has been read but not yet confirmed (with `SlowData`).
+    /// Resolves once a message has been read but not yet confirmed (with `SlowData`), also
+    /// when that happened before the call.
     pub async fn data_read(&self) {
-        tokio::time::timeout(Duration::from_secs(20), self.shared.data_read.notified())
-            .await
-            .expect("a message reaches the DATA stage");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            // Created before the check, so a signal between the two is not lost.
+            let notified = self.shared.data_read.notified();
+            if self
+                .shared
+                .data_reads
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+            {
+                return;
+            }
+            tokio::time::timeout_at(deadline, notified)
+                .await
+                .expect("a message reaches the DATA stage");
+        }
     }
 
     /// Waits (up to 20 s) until at least `count` messages have arrived, and returns them all.
@@ -264,6 +301,9 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) {
                 data.extend_from_slice(unstuffed.as_bytes());
             }
             if let Behaviour::SlowData(delay) = behaviour() {
+                shared
+                    .data_reads
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 shared.data_read.notify_waiters();
                 tokio::time::sleep(delay).await;
             }
