@@ -421,3 +421,33 @@ pub fn client_from(ip: &str) -> reqwest::Client {
         .build()
         .expect("HTTP client")
 }
+
+/// Whether a test that needs Node tools can run: `marker` is a file the install leaves behind.
+/// Under `scripts/test` (which installs everything and sets `ADMIT_TEST_ALL=1`) a missing tool
+/// fails the test; under a plain `cargo test`, for Rust-only work, the test says what it
+/// skipped and why, and passes without running.
+pub fn node_tools_ready(marker: &std::path::Path, what: &str) -> bool {
+    if marker.exists() {
+        return true;
+    }
+    let need = format!(
+        "{what} need {} (run `scripts/test`, which installs it)",
+        marker.display()
+    );
+    if std::env::var_os("ADMIT_TEST_ALL").is_some() {
+        panic!("{need}");
+    }
+    eprintln!("skipped: {need}");
+    false
+}
+
+/// Whether the browser tests can run (playwright-core from `tests/browser` and Chromium).
+pub fn browser_ready() -> bool {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = std::env::var_os("CHROMIUM_PATH")
+        .map_or_else(|| std::path::PathBuf::from("/usr/bin/chromium"), Into::into);
+    node_tools_ready(
+        &root.join("node_modules/playwright-core"),
+        "the browser tests",
+    ) && node_tools_ready(&chromium, "the browser tests")
+}
