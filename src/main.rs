@@ -6,7 +6,7 @@ use admit::{
     mail::admin,
     services::purge,
     settings::{Cli, Command, MailCommand},
-    startup::{Application, shutdown_signal},
+    startup::{Application, retention, shutdown_signal},
 };
 use anyhow::Context as _;
 use clap::Parser;
@@ -67,7 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PurgeUnconfirmed => {
             settings.check()?;
             let database = db::open(&settings).await?;
-            let report = purge::purge(&database, settings.retention()).await?;
+            let report = purge::purge(&database, retention(&settings)).await?;
             println!(
                 "users: {}\ntokens: {}\nthrottles: {}\nmails: {}",
                 report.users, report.tokens, report.throttles, report.mails

@@ -349,23 +349,6 @@ impl Settings {
         Ok(())
     }
 
-    /// How long never-confirmed accounts and expired tokens are kept.
-    pub fn retention(&self) -> crate::services::purge::Retention {
-        crate::services::purge::Retention {
-            unconfirmed: chrono::TimeDelta::from_std(self.unconfirmed_ttl)
-                .unwrap_or(chrono::TimeDelta::MAX),
-            cooldown: chrono::TimeDelta::from_std(self.resend_cooldown)
-                .unwrap_or(chrono::TimeDelta::MAX),
-            mail: chrono::TimeDelta::from_std(self.mail_retention)
-                .unwrap_or(chrono::TimeDelta::MAX),
-        }
-    }
-
-    /// How long a confirmation token lives, as the database timestamps count it.
-    pub fn token_lifetime(&self) -> chrono::TimeDelta {
-        chrono::TimeDelta::from_std(self.token_ttl).unwrap_or(chrono::TimeDelta::MAX)
-    }
-
     /// The password rule in force.
     pub fn password_policy(&self) -> PasswordPolicy {
         PasswordPolicy {

@@ -12,7 +12,11 @@ use crate::{
     http::{ConnectionPolicy, Readiness},
     mail::{DeliveryPolicy, Dispatcher, OutboxSignal, Templates, Transport},
     secrets::{SecretKeys, default_key_file},
-    services::{PasswordHasher, purge},
+    services::{
+        PasswordHasher,
+        accounts::{AccountSettings, Accounts},
+        purge::{self, Retention},
+    },
     settings::Settings,
     state::AppState,
 };
@@ -77,14 +81,24 @@ impl Application {
         };
         let hasher = PasswordHasher::new(settings.hash_concurrency(), settings.hash_queue())
             .context("cannot start the password hashing threads")?;
-        let state = AppState {
-            db: database,
+        let accounts = Accounts::new(
+            database.clone(),
             hasher,
-            outbox,
-            resend_signal: OutboxSignal::default(),
             templates,
             secrets,
-            confirm_url: Arc::new(confirm_url),
+            outbox,
+            AccountSettings {
+                ip_rate_limit: settings.ip_rate_limit,
+                resend_cooldown: settings.resend_cooldown,
+                resend_hourly_limit: settings.resend_hourly_limit,
+                resend_daily_limit: settings.resend_daily_limit,
+                token_ttl: settings.token_ttl,
+                confirm_url,
+            },
+        );
+        let state = AppState {
+            db: database,
+            accounts,
             settings: Arc::new(settings),
         };
         Ok(Self {
@@ -115,12 +129,12 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let dispatcher = tokio::spawn(self.dispatcher.run(stop_rx.clone()));
         let resender = tokio::spawn(crate::services::accounts::run_resend_worker(
-            self.state.clone(),
+            self.state.accounts.clone(),
             stop_rx.clone(),
         ));
         let purger = tokio::spawn(purge::run_periodically(
             self.state.db.clone(),
-            self.state.settings.retention(),
+            retention(&self.state.settings),
             self.state.settings.purge_interval,
             stop_rx,
         ));
@@ -129,7 +143,6 @@ impl Application {
             listen = %self.listener.local_addr()?,
             database = %settings.database_for_log(),
             mail = %settings.mail_for_log(),
-            confirm_url = %self.state.confirm_url,
             "admit is serving: open {}",
             self.public_url
         );
@@ -145,6 +158,17 @@ impl Application {
         purger.await.context("the purge job panicked")?;
         resender.await.context("the resend worker panicked")?;
         Ok(())
+    }
+}
+
+/// How long never-confirmed accounts, expired tokens and old mail are kept, in the form the
+/// purge counts in.
+pub fn retention(settings: &Settings) -> Retention {
+    let delta = |duration| chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
+    Retention {
+        unconfirmed: delta(settings.unconfirmed_ttl),
+        cooldown: delta(settings.resend_cooldown),
+        mail: delta(settings.mail_retention),
     }
 }
 

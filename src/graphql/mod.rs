@@ -81,8 +81,11 @@ impl Mutation {
             Err(user_errors) => return Ok(Acceptance::invalid(user_errors).into()),
         };
         errors::charge_costly(ctx)?;
-        let outcome =
-            errors::within_deadline(state, accounts::register(state, client(ctx), account)).await;
+        let outcome = errors::within_deadline(
+            state,
+            accounts::register(&state.accounts, client(ctx), account),
+        )
+        .await;
         errors::register_payload(ctx, outcome)
     }
 
@@ -105,7 +108,7 @@ impl Mutation {
         errors::charge_costly(ctx)?;
         let outcome = errors::within_deadline(
             state,
-            accounts::resend_confirmation(state, client(ctx), email),
+            accounts::resend_confirmation(&state.accounts, client(ctx), email),
         )
         .await;
         errors::resend_confirmation_payload(ctx, outcome)
@@ -123,8 +126,11 @@ impl Mutation {
         errors::charge_costly(ctx)?;
         let outcome = match ConfirmationToken::parse(&token) {
             Ok(token) => {
-                errors::within_deadline(state, accounts::confirm_account(state, client(ctx), token))
-                    .await
+                errors::within_deadline(
+                    state,
+                    accounts::confirm_account(&state.accounts, client(ctx), token),
+                )
+                .await
             }
             Err(_) => Err(accounts::ConfirmError::InvalidToken),
         };

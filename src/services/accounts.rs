@@ -1,15 +1,20 @@
 //! Registration, confirmation and resending the confirmation link.
 
+use chrono::TimeDelta;
 use entity::{resend_requests, users, verification_tokens};
+use sea_orm::DatabaseConnection;
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     SqlErr, TransactionTrait,
     sea_query::{Expr, LockBehavior, LockType},
 };
+use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
+use url::Url;
 use uuid::Uuid;
 
+use super::PasswordHasher;
 use super::{
     client_budget,
     throttle::{self, RateLimited, ThrottlePolicy},
@@ -17,12 +22,84 @@ use super::{
 use crate::{
     db::{begin_write, now},
     domain::{ClientNetwork, ConfirmationToken, DisplayName, EmailAddress, Password},
-    mail,
-    state::AppState,
+    mail::{self, OutboxSignal, Templates},
+    secrets::SecretKeys,
 };
 
 /// What `verification_tokens.purpose` holds for account confirmation.
 pub const PURPOSE_ACCOUNT_CONFIRMATION: &str = "account_confirmation";
+
+/// What the account use cases need, and nothing more: the database, the hasher, the emails,
+/// the keys that seal mail, the signals that wake the workers, and their own settings.
+#[derive(Clone)]
+pub struct Accounts {
+    db: DatabaseConnection,
+    hasher: PasswordHasher,
+    templates: Templates,
+    secrets: SecretKeys,
+    outbox: OutboxSignal,
+    resend_signal: OutboxSignal,
+    settings: Arc<AccountSettings>,
+}
+
+/// The settings of the account use cases.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    /// Costly requests per client network and minute (0: no budget).
+    pub ip_rate_limit: u32,
+    /// Least time between two account emails to one address.
+    pub resend_cooldown: Duration,
+    /// Most account emails to one address an hour, per client network.
+    pub resend_hourly_limit: u32,
+    /// Most account emails to one address a day.
+    pub resend_daily_limit: u32,
+    /// How long a confirmation link stays valid.
+    pub token_ttl: Duration,
+    /// The page confirmation links point at, without fragment.
+    pub confirm_url: Url,
+}
+
+impl AccountSettings {
+    /// The link lifetime as the database timestamps count it.
+    fn token_lifetime(&self) -> TimeDelta {
+        TimeDelta::from_std(self.token_ttl).unwrap_or(TimeDelta::MAX)
+    }
+}
+
+impl Accounts {
+    /// The account use cases over `db`, mailing through the outbox that `outbox` wakes.
+    pub fn new(
+        db: DatabaseConnection,
+        hasher: PasswordHasher,
+        templates: Templates,
+        secrets: SecretKeys,
+        outbox: OutboxSignal,
+        settings: AccountSettings,
+    ) -> Self {
+        Self {
+            db,
+            hasher,
+            templates,
+            secrets,
+            outbox,
+            resend_signal: OutboxSignal::default(),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The password hasher, whose count of hashes tests and metrics read.
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
+    /// The link mailed for `token`. The token rides in the fragment, which browsers never send
+    /// to a server, so it stays out of access logs and Referer headers.
+    fn confirmation_link(&self, token: &ConfirmationToken) -> String {
+        let mut url = self.settings.confirm_url.clone();
+        url.set_fragment(Some(&format!("token={}", token.expose())));
+        url.to_string()
+    }
+}
 
 /// A sign-up whose every field has been parsed.
 #[derive(Debug)]
@@ -116,7 +193,7 @@ rate_limited_from!(RegisterError, ResendError, ConfirmError);
 /// The client's budget and the address's limit are checked before hashing: a refused request
 /// costs a statement or two, not an Argon2 hash, and its answer is the same for every address.
 pub async fn register(
-    state: &AppState,
+    state: &Accounts,
     client: ClientNetwork,
     account: NewAccount,
 ) -> Result<(), RegisterError> {
@@ -213,7 +290,7 @@ pub async fn register(
 /// tells whether the address has an unconfirmed account; [`process_resend_requests`] decides
 /// afterwards whether a link goes out.
 pub async fn resend_confirmation(
-    state: &AppState,
+    state: &Accounts,
     client: ClientNetwork,
     email: EmailAddress,
 ) -> Result<(), ResendError> {
@@ -241,7 +318,7 @@ pub async fn resend_confirmation(
 /// earlier links are superseded, other sign-ups' links are not); for anything else, nothing.
 /// Each request is handled in its own transaction, and concurrent workers (several processes
 /// on one PostgreSQL database) skip the requests another one holds.
-pub async fn process_resend_requests(state: &AppState) -> anyhow::Result<usize> {
+pub async fn process_resend_requests(state: &Accounts) -> anyhow::Result<usize> {
     let mut handled = 0;
     loop {
         let txn = begin_write(&state.db).await?;
@@ -269,7 +346,7 @@ pub async fn process_resend_requests(state: &AppState) -> anyhow::Result<usize> 
 
 /// Handles resend requests whenever one is recorded (and every second, for requests another
 /// process recorded), until `shutdown` turns true.
-pub async fn run_resend_worker(state: AppState, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_resend_worker(state: Accounts, mut shutdown: watch::Receiver<bool>) {
     loop {
         if let Err(err) = process_resend_requests(&state).await {
             tracing::error!(error = %format_args!("{err:#}"), "resend requests: cannot handle them now");
@@ -288,7 +365,7 @@ pub async fn run_resend_worker(state: AppState, mut shutdown: watch::Receiver<bo
 /// The new link for the account a resend request names, if it is unconfirmed; the outbox id.
 async fn renew_link(
     txn: &DatabaseTransaction,
-    state: &AppState,
+    state: &Accounts,
     request: &resend_requests::Model,
 ) -> anyhow::Result<Option<Uuid>> {
     let Some(user) = lock_user_by_key(txn, &request.email_key).await? else {
@@ -344,7 +421,7 @@ async fn renew_link(
 /// Locks the user row, then the token, as registration does, so that a confirmation and a
 /// concurrent sign-up of the same address are decided one after the other.
 pub async fn confirm_account(
-    state: &AppState,
+    state: &Accounts,
     client: ClientNetwork,
     token: ConfirmationToken,
 ) -> Result<users::Model, ConfirmError> {
@@ -464,7 +541,7 @@ async fn pending_links(
 /// outbox id.
 async fn issue_link(
     txn: &DatabaseTransaction,
-    state: &AppState,
+    state: &Accounts,
     user: &users::Model,
     recipient: &str,
     signup: &SignUp,
@@ -504,7 +581,7 @@ fn new_token() -> anyhow::Result<ConfirmationToken> {
     ConfirmationToken::generate().map_err(|err| anyhow::anyhow!("no randomness: {err}"))
 }
 
-fn throttle_policy(state: &AppState) -> ThrottlePolicy {
+fn throttle_policy(state: &Accounts) -> ThrottlePolicy {
     ThrottlePolicy {
         cooldown: state.settings.resend_cooldown,
         hourly_limit: state.settings.resend_hourly_limit,

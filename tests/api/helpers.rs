@@ -363,7 +363,7 @@ impl Running {
         let app = Application::build(settings).await.expect("admit starts");
         let address = app.local_addr().expect("bound address");
         let db = app.state().db.clone();
-        let hasher = app.state().hasher.clone();
+        let hasher = app.state().accounts.hasher().clone();
         let (stop, stopped) = oneshot::channel();
         let server = tokio::spawn(app.run(async {
             let _ = stopped.await;
