@@ -7,11 +7,23 @@ pub struct Migration;
 /// scans a whole table as it grows.
 const INDEXES: [(&str, &str, &str); 6] = [
     ("idx_users_created_at", "users", "created_at"),
-    ("idx_verification_tokens_expires_at", "verification_tokens", "expires_at"),
-    ("idx_outbox_messages_next_attempt_at", "outbox_messages", "next_attempt_at"),
+    (
+        "idx_verification_tokens_expires_at",
+        "verification_tokens",
+        "expires_at",
+    ),
+    (
+        "idx_outbox_messages_next_attempt_at",
+        "outbox_messages",
+        "next_attempt_at",
+    ),
     ("idx_outbox_messages_sent_at", "outbox_messages", "sent_at"),
     ("idx_outbox_messages_dead_at", "outbox_messages", "dead_at"),
-    ("idx_mail_throttles_window_started_at", "mail_throttles", "window_started_at"),
+    (
+        "idx_mail_throttles_window_started_at",
+        "mail_throttles",
+        "window_started_at",
+    ),
 ];
 
 #[async_trait::async_trait]

@@ -18,6 +18,79 @@ use types::{
     ResendConfirmationPayload,
 };
 
+/// admit's operations (one file, several named operations and their fragments): the pages send
+/// them, the tests use them, and the typed client is generated from them.
+pub const OPERATIONS: &str = include_str!("../../clients/typescript/src/operations.graphql");
+
+/// The names of the operations in [`OPERATIONS`], in file order.
+pub fn operation_names() -> Vec<&'static str> {
+    definitions()
+        .into_iter()
+        .filter(|(keyword, _, _)| *keyword != "fragment")
+        .map(|(_, name, _)| name)
+        .collect()
+}
+
+/// The document for operation `name` of [`OPERATIONS`]: the operation and the fragments it
+/// uses, so that it is sent, validated and costed on its own.
+pub fn operation_document(name: &str) -> Option<String> {
+    let definitions = definitions();
+    let (_, _, operation) = definitions
+        .iter()
+        .find(|(keyword, found, _)| *keyword != "fragment" && *found == name)?;
+    let mut document = (*operation).to_owned();
+    let mut added: Vec<&str> = Vec::new();
+    // Fragments can spread fragments: add until nothing more is used.
+    while let Some((_, fragment, text)) = definitions.iter().find(|(keyword, fragment, _)| {
+        *keyword == "fragment" && !added.contains(fragment) && spreads(&document, fragment)
+    }) {
+        added.push(fragment);
+        document.push('\n');
+        document.push_str(text);
+    }
+    Some(document)
+}
+
+/// The top-level definitions of [`OPERATIONS`] as (keyword, name, text): each starts on a line
+/// of its own with its keyword at the start, as the file is written.
+fn definitions() -> Vec<(&'static str, &'static str, &'static str)> {
+    let starts: Vec<usize> = OPERATIONS
+        .match_indices('\n')
+        .map(|(at, _)| at + 1)
+        .chain([0])
+        .filter(|&at| {
+            ["query ", "mutation ", "subscription ", "fragment "]
+                .iter()
+                .any(|keyword| OPERATIONS[at..].starts_with(keyword))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(index, &start)| {
+            let end = starts.get(index + 1).copied().unwrap_or(OPERATIONS.len());
+            let text = OPERATIONS[start..end].trim_end();
+            let mut words = text.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+            let keyword = words.next().unwrap_or_default();
+            let name = words.find(|word| !word.is_empty()).unwrap_or_default();
+            (keyword, name, text)
+        })
+        .collect()
+}
+
+/// Whether `document` spreads the fragment `name` (`...name` not followed by more of a name).
+fn spreads(document: &str, name: &str) -> bool {
+    let spread = format!("...{name}");
+    document.match_indices(&spread).any(|(at, _)| {
+        !document[at + spread.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
 /// The admit schema.
 pub type AdmitSchema = Schema<Query, Mutation, EmptySubscription>;
 

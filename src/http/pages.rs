@@ -24,7 +24,18 @@ struct Page {
 
 impl Page {
     fn new(html: &str, page_script: &str) -> Self {
-        let script = format!("{}\n{page_script}", include_str!("pages/api.js"));
+        // Each shared operation on its own (with its fragments), by name: what `callAdmit` sends.
+        let operations: serde_json::Map<String, serde_json::Value> =
+            crate::graphql::operation_names()
+                .into_iter()
+                .filter_map(|name| {
+                    crate::graphql::operation_document(name)
+                        .map(|document| (name.to_owned(), document.into()))
+                })
+                .collect();
+        let operations = serde_json::to_string(&operations).unwrap_or_else(|_| "{}".to_owned());
+        let api = include_str!("pages/api.js").replace("/*OPERATIONS*/", &operations);
+        let script = format!("{api}\n{page_script}");
         let script = script.as_str();
         let csp = format!(
             "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; \

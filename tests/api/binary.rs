@@ -50,10 +50,7 @@ async fn the_binary_runs_on_embedded_defaults_confirms_from_a_mail_file_and_logs
     assert_eq!(token.len(), 43);
 
     let confirmed = admit
-        .graphql(
-            "mutation($token: String!) { confirmAccount(token: $token) { user { email confirmed } } }",
-            json!({ "token": token }),
-        )
+        .operation("ConfirmAccount", json!({ "token": token }))
         .await
         .unwrap();
     assert_eq!(

@@ -239,44 +239,39 @@ impl TestApp {
 
     /// `register` with the given fields; returns the payload.
     pub async fn register(&self, email: &str, password: &str, display_name: Option<&str>) -> Value {
-        let data = self
-            .graphql(
-                "mutation Register($input: RegisterInput!) {
-                   register(input: $input) { accepted retryAfterSeconds userErrors { field message code } }
-                 }",
-                json!({ "input": { "email": email, "password": password, "displayName": display_name } }),
-            )
-            .await;
-        data["register"].clone()
+        let input = json!({ "input": { "email": email, "password": password, "displayName": display_name } });
+        self.operation("Register", input).await["register"].clone()
     }
 
     /// `resendConfirmation` for `email`; returns the payload.
     pub async fn resend(&self, email: &str) -> Value {
-        let data = self
-            .graphql(
-                "mutation Resend($email: String!) {
-                   resendConfirmation(email: $email) { accepted retryAfterSeconds userErrors { field message code } }
-                 }",
-                json!({ "email": email }),
-            )
-            .await;
-        data["resendConfirmation"].clone()
+        self.operation("ResendConfirmation", json!({ "email": email }))
+            .await["resendConfirmation"]
+            .clone()
     }
 
     /// `confirmAccount` with `token`; returns the payload.
     pub async fn confirm(&self, token: &str) -> Value {
-        let data = self
-            .graphql(
-                "mutation Confirm($token: String!) {
-                   confirmAccount(token: $token) {
-                     user { id email displayName confirmed confirmedAt createdAt }
-                     userErrors { field message code }
-                   }
-                 }",
-                json!({ "token": token }),
-            )
-            .await;
-        data["confirmAccount"].clone()
+        self.operation("ConfirmAccount", json!({ "token": token }))
+            .await["confirmAccount"]
+            .clone()
+    }
+
+    /// Runs one of admit's operations (`clients/typescript/src/operations.graphql`, the single
+    /// source the pages and the typed client use too) and returns `data`, failing the test on
+    /// any error.
+    pub async fn operation(&self, name: &str, variables: Value) -> Value {
+        let response = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": admit::graphql::operation_document(name).expect("a shared operation"), "operationName": name, "variables": variables }))
+            .send()
+            .await
+            .expect("POST /graphql");
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("JSON body");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
     }
 
     /// Registers `email` with the default password and returns the email it was sent.

@@ -122,13 +122,6 @@ impl AdmitProcess {
         self.lines.join("\n")
     }
 
-    /// POSTs a GraphQL request; `None` when the process did not answer (e.g. it was killed).
-    pub async fn graphql(&self, query: &str, variables: Value) -> Option<Value> {
-        self.graphql_with_status(query, variables)
-            .await
-            .map(|(_, body)| body)
-    }
-
     /// POSTs a GraphQL request; the status and body, `None` when no answer came in 30 s.
     pub async fn graphql_with_status(&self, query: &str, variables: Value) -> Option<(u16, Value)> {
         let response = self
@@ -146,12 +139,26 @@ impl AdmitProcess {
     /// `register` for `email` with the test password; whether it was accepted.
     pub async fn register(&self, email: &str) -> bool {
         let body = self
-            .graphql(
-                "mutation($input: RegisterInput!) { register(input: $input) { accepted } }",
+            .operation(
+                "Register",
                 json!({ "input": { "email": email, "password": crate::helpers::PASSWORD } }),
             )
             .await;
         body.is_some_and(|body| body["data"]["register"]["accepted"] == true)
+    }
+
+    /// Runs one of admit's operations (`admit::graphql::OPERATIONS`) by name; `None` when the
+    /// process did not answer.
+    pub async fn operation(&self, name: &str, variables: Value) -> Option<Value> {
+        let response = self
+            .http
+            .post(format!("http://{}/graphql", self.listen))
+            .timeout(Duration::from_secs(30))
+            .json(&json!({ "query": admit::graphql::operation_document(name).expect("a shared operation"), "operationName": name, "variables": variables }))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
     }
 
     /// Sends `signal` (`-TERM`, `-KILL`, ...) without waiting for the process.

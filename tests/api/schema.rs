@@ -27,3 +27,35 @@ fn committed_schema_matches_what_the_binary_exports() {
     }
     assert!(!committed.contains("passwordHash"));
 }
+
+#[tokio::test]
+async fn every_shared_operation_validates_against_the_schema() {
+    // The pages, the tests and the typed client all send these: each must parse and validate
+    // on its own (with the fragments it uses). A schema without application state still
+    // validates; its resolvers then fail, which shows as an error with a path, unlike a
+    // validation error.
+    let schema = admit::graphql::build_schema(None, true);
+    let whole = async_graphql::parser::parse_query(admit::graphql::OPERATIONS).unwrap();
+    let names = admit::graphql::operation_names();
+    assert_eq!(names.len(), whole.operations.iter().count(), "{names:?}");
+    assert!(names.contains(&"ConfirmAccount"), "{names:?}");
+    for name in names {
+        let document = admit::graphql::operation_document(name).unwrap();
+        let request = async_graphql::Request::new(document)
+            .operation_name(name)
+            .variables(async_graphql::Variables::from_json(serde_json::json!({
+                "input": { "email": "a@example.com", "password": "x" },
+                "token": "t",
+                "email": "a@example.com",
+            })));
+        let response = schema.execute(request).await;
+        assert!(!response.errors.is_empty(), "{name} ran without state?");
+        for error in &response.errors {
+            assert!(
+                !error.path.is_empty(),
+                "{name} does not validate: {}",
+                error.message
+            );
+        }
+    }
+}

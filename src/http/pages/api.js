@@ -1,5 +1,7 @@
-// Shared by admit's pages: one GraphQL request to this service's /graphql, answered as JSON.
-function callAdmit(query, variables) {
+// Shared by admit's pages: one of admit's operations (clients/typescript/src/operations.graphql,
+// put here when the page is built) sent to this service's /graphql, answered as JSON.
+var ADMIT_OPERATIONS = /*OPERATIONS*/;
+function callAdmit(operationName, variables) {
   "use strict";
   return fetch(new URL("graphql", window.location.href).toString(), {
     method: "POST",
@@ -7,6 +9,6 @@ function callAdmit(query, variables) {
       "Content-Type": "application/json",
       "Accept": "application/graphql-response+json, application/json"
     },
-    body: JSON.stringify({ query: query, variables: variables || {} })
+    body: JSON.stringify({ query: ADMIT_OPERATIONS[operationName], operationName: operationName, variables: variables || {} })
   }).then(function (response) { return response.json(); });
 }

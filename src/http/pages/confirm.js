@@ -32,9 +32,7 @@
   confirmButton.addEventListener("click", function () {
     confirmButton.disabled = true;
     show("pending", "Confirming…");
-    callAdmit("mutation ConfirmAccount($token: String!) {" +
-      " confirmAccount(token: $token) { user { email confirmedAt } userErrors { code message } } }",
-      { token: token })
+    callAdmit("ConfirmAccount", { token: token })
       .then(function (body) {
         var payload = body && body.data && body.data.confirmAccount;
         if (!payload) { throw new Error("no payload"); }
@@ -63,9 +61,7 @@
     event.preventDefault();
     resendButton.disabled = true;
     resendError.textContent = "";
-    callAdmit("mutation Resend($email: String!) {" +
-      " resendConfirmation(email: $email) { accepted retryAfterSeconds userErrors { code message } } }",
-      { email: resendEmail.value })
+    callAdmit("ResendConfirmation", { email: resendEmail.value })
       .then(function (body) {
         var payload = body && body.data && body.data.resendConfirmation;
         if (!payload) { throw new Error("no payload"); }

@@ -38,7 +38,7 @@
     formError.textContent = "";
   }
 
-  callAdmit("query PasswordPolicy { passwordPolicy { minLength maxLength } }")
+  callAdmit("PasswordPolicy")
     .then(function (body) {
       policy = body.data.passwordPolicy;
       updateHint();
@@ -57,8 +57,7 @@
     document.body.setAttribute("data-state", "submitting");
     var email = input("email").value;
     var displayName = input("displayName").value;
-    callAdmit("mutation Register($input: RegisterInput!) {" +
-      " register(input: $input) { accepted retryAfterSeconds userErrors { field message code } } }",
+    callAdmit("Register",
       { input: { email: email, password: input("password").value, displayName: displayName || null } })
       .then(function (body) {
         var payload = body && body.data && body.data.register;
