@@ -6,6 +6,7 @@ pub mod domain;
 pub mod graphql;
 pub mod http;
 pub mod mail;
+pub mod metrics;
 pub mod secrets;
 pub mod services;
 pub mod settings;

@@ -275,6 +275,15 @@ pub struct Settings {
     #[arg(long, env = "ADMIT_MAIL_RETENTION", default_value = "7d", value_parser = duration, global = true)]
     pub mail_retention: Duration,
 
+    /// Address for `/metrics` (Prometheus text format), e.g. `127.0.0.1:9090`; unset: no
+    /// metrics listener. Keep it off the public network.
+    #[arg(long, env = "ADMIT_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Log lines as `text` (for people) or `json` (one object a line, for log shippers).
+    #[arg(long, env = "ADMIT_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    pub log_format: String,
+
     /// Longest wait for the database: for a pooled connection, for a new one, and for one
     /// request's work. Past it the request answers `SERVICE_UNAVAILABLE`.
     #[arg(long, env = "ADMIT_DB_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]

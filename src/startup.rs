@@ -28,6 +28,7 @@ pub struct Application {
     state: AppState,
     dispatcher: Dispatcher,
     connections: ConnectionPolicy,
+    metrics: Option<TcpListener>,
 }
 
 impl Application {
@@ -73,6 +74,12 @@ impl Application {
                 lease: settings.mail_lease,
             },
         );
+        let metrics = crate::metrics::bind(settings.metrics_listen)
+            .await
+            .context("cannot listen for metrics")?;
+        if metrics.is_some() {
+            crate::metrics::recorder();
+        }
         let (max_connections, descriptors) = crate::http::connection_cap(settings.max_connections);
         tracing::debug!(max_connections, descriptors, "connection cap");
         let connections = ConnectionPolicy {
@@ -107,12 +114,20 @@ impl Application {
             state,
             dispatcher,
             connections,
+            metrics,
         })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address `/metrics` is served on, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The application state, for inspection by tests and tools.
@@ -128,6 +143,14 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let dispatcher = tokio::spawn(self.dispatcher.run(stop_rx.clone()));
+        let metrics = self.metrics.map(|listener| {
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                crate::metrics::recorder(),
+                self.state.db.clone(),
+                stop_rx.clone(),
+            ))
+        });
         let resender = tokio::spawn(crate::services::accounts::run_resend_worker(
             self.state.accounts.clone(),
             stop_rx.clone(),
@@ -157,6 +180,9 @@ impl Application {
         dispatcher.await.context("the mail dispatcher panicked")?;
         purger.await.context("the purge job panicked")?;
         resender.await.context("the resend worker panicked")?;
+        if let Some(metrics) = metrics {
+            metrics.await.context("the metrics listener panicked")?;
+        }
         Ok(())
     }
 }

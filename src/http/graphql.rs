@@ -205,28 +205,80 @@ async fn execute(
     if batch.iter().any(|request| request.query.trim().is_empty()) {
         return error_response(StatusCode::BAD_REQUEST, "The request has no query.", None);
     }
+    let is_batch = matches!(batch, BatchRequest::Batch(_));
     let request_id = headers
         .get(REQUEST_ID)
         .and_then(|id| id.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    // Labelled by the shared operations' names only: a client's own names would let anyone
+    // create metrics without end.
+    let known = crate::graphql::operation_names();
+    let operations: Vec<&'static str> = batch
+        .iter()
+        .map(|request| {
+            known
+                .iter()
+                .copied()
+                .find(|name| request.operation_name.as_deref() == Some(*name))
+                .unwrap_or("other")
+        })
+        .collect();
     let batch = batch
         .data(RequestId(request_id))
         .data(client)
         .data(CostlyBudget::per_request());
     let media = response_type(headers);
-    match http.schema.execute_batch(batch).await {
-        BatchResponse::Single(response) => {
+    let started = std::time::Instant::now();
+    let responses = match http.schema.execute_batch(batch).await {
+        BatchResponse::Single(response) => vec![response],
+        BatchResponse::Batch(responses) => responses,
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut shaped: Vec<(StatusCode, serde_json::Value)> = responses
+        .into_iter()
+        .zip(operations)
+        .map(|(response, operation)| {
+            let outcome = outcome(&response);
             let (status, body) = shape(response, media);
-            json_response(status, &body, media)
-        }
-        BatchResponse::Batch(responses) => {
-            let bodies: Vec<_> = responses
-                .into_iter()
-                .map(|response| shape(response, media).1)
-                .collect();
-            json_response(StatusCode::OK, &bodies, media)
-        }
+            metrics::counter!(crate::metrics::GRAPHQL_REQUESTS, "operation" => operation, "outcome" => outcome)
+                .increment(1);
+            metrics::histogram!(crate::metrics::GRAPHQL_DURATION, "operation" => operation)
+                .record(elapsed);
+            (status, body)
+        })
+        .collect();
+    if shaped.len() == 1 && !is_batch {
+        let (status, body) = shaped.remove(0);
+        json_response(status, &body, media)
+    } else {
+        let bodies: Vec<_> = shaped.into_iter().map(|(_, body)| body).collect();
+        json_response(StatusCode::OK, &bodies, media)
+    }
+}
+
+/// How one operation ended, for the metrics: `ok`, `request_error` (did not parse or
+/// validate), `unavailable` or `error`.
+fn outcome(response: &GqlResponse) -> &'static str {
+    let code = |error: &async_graphql::ServerError| {
+        error
+            .extensions
+            .as_ref()
+            .and_then(|extensions| extensions.get("code"))
+            .cloned()
+    };
+    if response.errors.is_empty() {
+        "ok"
+    } else if is_request_error(response) {
+        "request_error"
+    } else if response
+        .errors
+        .iter()
+        .any(|error| code(error) == Some(Value::from(SERVICE_UNAVAILABLE)))
+    {
+        "unavailable"
+    } else {
+        "error"
     }
 }
 

@@ -162,6 +162,7 @@ impl Dispatcher {
         };
         match outcome {
             Ok(detail) => {
+                metrics::counter!(crate::metrics::MAIL_SENT).increment(1);
                 tracing::info!(message_id = %message.id, attempts, "mail sent: {detail}");
                 update.sent_at = Set(Some(now));
                 update.last_error = Set(None);
@@ -170,9 +171,11 @@ impl Dispatcher {
                 update.html_body = Set(None);
             }
             Err(error) => {
+                metrics::counter!(crate::metrics::MAIL_FAILED).increment(1);
                 let failures = u32::try_from(attempts).unwrap_or(u32::MAX);
                 if hopeless || failures >= self.policy.max_attempts {
                     tracing::error!(message_id = %message.id, attempts, %error, "mail dead after its last attempt; `admit mail retry` sends it again");
+                    metrics::counter!(crate::metrics::MAIL_DEAD).increment(1);
                     update.dead_at = Set(Some(now));
                 } else {
                     let delay = self.policy.delay(failures);

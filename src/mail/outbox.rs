@@ -70,5 +70,8 @@ pub async fn enqueue<C: ConnectionTrait>(
     outbox_messages::Entity::insert(row)
         .exec_without_returning(db)
         .await?;
+    // Counted when written, even if the caller's transaction later rolls back: a close
+    // approximation, and never an undercount of what reached the outbox.
+    metrics::counter!(crate::metrics::MAIL_QUEUED).increment(1);
     Ok(id)
 }

@@ -281,6 +281,7 @@ pub async fn register(
     .await?;
     txn.commit().await?;
     state.outbox.wake();
+    metrics::counter!(crate::metrics::SIGNUPS).increment(1);
     tracing::info!(user_id = %user.id, %message_id, again, "confirmation email queued");
     Ok(())
 }
@@ -489,6 +490,9 @@ pub async fn confirm_account(
     }
     let user = users::Entity::update(confirmed).exec(&txn).await?;
     txn.commit().await?;
+    metrics::counter!(crate::metrics::CONFIRMATIONS).increment(1);
+    let waited = (now - user.created_at).to_std().unwrap_or_default();
+    metrics::histogram!(crate::metrics::SIGNUP_TO_CONFIRMATION).record(waited.as_secs_f64());
     Ok(user)
 }
 

@@ -39,6 +39,7 @@ pub enum HashError {
 }
 
 struct Job {
+    queued_at: std::time::Instant,
     password: Password,
     reply: oneshot::Sender<Result<String, HashError>>,
 }
@@ -73,9 +74,16 @@ impl PasswordHasher {
     pub async fn hash(&self, password: Password) -> Result<String, HashError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .try_send(Job { password, reply })
+            .try_send(Job {
+                queued_at: std::time::Instant::now(),
+                password,
+                reply,
+            })
             .map_err(|err| match err {
-                TrySendError::Full(_) => HashError::Busy,
+                TrySendError::Full(_) => {
+                    metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
+                    HashError::Busy
+                }
                 TrySendError::Disconnected(_) => {
                     HashError::Failed("the hashing threads are gone".to_owned())
                 }
@@ -109,6 +117,8 @@ fn work(inbox: &Receiver<Job>, completed: &AtomicU64) {
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         };
+        metrics::histogram!(crate::metrics::HASH_QUEUE_WAIT)
+            .record(job.queued_at.elapsed().as_secs_f64());
         if memory.is_empty() {
             memory = vec![Block::default(); params.block_count()];
         }

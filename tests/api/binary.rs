@@ -123,3 +123,26 @@ async fn contradictory_settings_are_refused_at_start_up() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn log_lines_can_be_json_for_log_shippers() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = admit_command(dir.path())
+        .arg("migrate")
+        .env("ADMIT_LOG_FORMAT", "json")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let log = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["fields"]["message"] == "migrations applied"),
+        "{log}"
+    );
+}

@@ -119,6 +119,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The service's password hasher, to count the hashes a request cost.
     pub hasher: PasswordHasher,
+    /// Where `/metrics` is served, when the test asked for it (`--metrics-listen`).
+    pub metrics: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     args: Vec<String>,
@@ -171,6 +173,7 @@ impl TestApp {
             database_url: database.url.clone(),
             db: running.db,
             hasher: running.hasher,
+            metrics: running.metrics,
             smtp,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -235,6 +238,21 @@ impl TestApp {
             .expect("POST /graphql");
         let status = response.status().as_u16();
         (status, response.json().await.expect("JSON body"))
+    }
+
+    /// A query under an operation name of the client's choosing.
+    pub async fn operation_named_freely(&self, name: &str) {
+        let response = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({
+                "query": format!("query {name} {{ passwordPolicy {{ minLength }} }}"),
+                "operationName": name,
+            }))
+            .send()
+            .await
+            .expect("POST /graphql");
+        assert_eq!(response.status(), 200);
     }
 
     /// `register` with the given fields; returns the payload.
@@ -302,6 +320,7 @@ impl TestApp {
         self.address = running.address;
         self.db = running.db;
         self.hasher = running.hasher;
+        self.metrics = running.metrics;
         self.stop = Some(running.stop);
         self.server = Some(running.server);
         self
@@ -348,6 +367,7 @@ struct Running {
     address: SocketAddr,
     db: DatabaseConnection,
     hasher: PasswordHasher,
+    metrics: Option<SocketAddr>,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -359,6 +379,7 @@ impl Running {
         let address = app.local_addr().expect("bound address");
         let db = app.state().db.clone();
         let hasher = app.state().accounts.hasher().clone();
+        let metrics = app.metrics_addr();
         let (stop, stopped) = oneshot::channel();
         let server = tokio::spawn(app.run(async {
             let _ = stopped.await;
@@ -367,6 +388,7 @@ impl Running {
             address,
             db,
             hasher,
+            metrics,
             stop,
             server,
         }

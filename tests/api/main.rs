@@ -11,6 +11,7 @@ mod documents;
 mod helpers;
 mod http;
 mod lifecycle;
+mod metrics;
 mod outage;
 mod pages;
 mod process;
