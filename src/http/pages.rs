@@ -27,8 +27,8 @@ impl Page {
         // Each shared operation on its own (with its fragments), by name: what `callAdmit` sends.
         let operations: serde_json::Map<String, serde_json::Value> =
             crate::graphql::operation_names()
-                .into_iter()
-                .filter_map(|name| {
+                .iter()
+                .filter_map(|&name| {
                     crate::graphql::operation_document(name)
                         .map(|document| (name.to_owned(), document.into()))
                 })

@@ -39,7 +39,7 @@ async fn every_shared_operation_validates_against_the_schema() {
     let names = admit::graphql::operation_names();
     assert_eq!(names.len(), whole.operations.iter().count(), "{names:?}");
     assert!(names.contains(&"ConfirmAccount"), "{names:?}");
-    for name in names {
+    for &name in names {
         let document = admit::graphql::operation_document(name).unwrap();
         let request = async_graphql::Request::new(document)
             .operation_name(name)
