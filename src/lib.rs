@@ -1,6 +1,7 @@
 //! admit: a GraphQL identity API. People register with an email address and a password,
 //! receive a confirmation link by email, and activate their account from it.
 
+pub mod cli;
 pub mod db;
 pub mod domain;
 pub mod graphql;

@@ -1,11 +1,11 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use admit::{
+    cli::{Cli, Command, MailCommand},
     db,
     graphql::schema_sdl,
     mail::admin,
     services::purge,
-    settings::{Cli, Command, MailCommand},
     startup::{Application, retention, shutdown_signal},
 };
 use anyhow::Context as _;

@@ -2,101 +2,59 @@
 
 use std::{net::SocketAddr, num::NonZeroUsize, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use lettre::message::Mailbox;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::domain::PasswordPolicy;
 
-/// The command line of the `admit` binary.
-#[derive(Debug, Parser)]
-#[command(name = "admit", version, about = "A GraphQL identity API")]
-pub struct Cli {
-    /// What to do; `serve` when omitted.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Settings shared by every command.
-    #[command(flatten)]
-    pub settings: Settings,
-}
-
-/// The commands of the `admit` binary.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Apply pending migrations, then serve the API (the default).
-    Serve,
-    /// Apply pending migrations and exit.
-    Migrate,
-    /// Inspect or retry outgoing mail.
-    Mail {
-        /// What to do with the outbox.
-        #[command(subcommand)]
-        command: MailCommand,
-    },
-    /// Remove accounts never confirmed within ADMIT_UNCONFIRMED_TTL, and old tokens, now.
-    PurgeUnconfirmed,
-    /// Print the GraphQL schema (SDL), or write it to a file.
-    ExportSchema {
-        /// Write to this file instead of standard output.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-}
-
-/// The `admit mail` commands.
-#[derive(Debug, Subcommand)]
-pub enum MailCommand {
-    /// Count pending, dead and sent messages.
-    Status,
-    /// Queue dead messages again with a fresh set of attempts.
-    Retry {
-        /// Every dead message.
-        #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
-        all: bool,
-        /// Only these messages (outbox ids, as logged).
-        ids: Vec<uuid::Uuid>,
-    },
-}
-
 /// Every setting of the service.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Database URL: `sqlite://FILE?mode=rwc` or `postgres://USER:PASS@HOST/DB`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://admit.db?mode=rwc", value_parser = secret, hide_env_values = true, global = true)]
+    #[arg(long, env = "DATABASE_URL", help_heading = "Database", default_value = "sqlite://admit.db?mode=rwc", value_parser = secret, hide_env_values = true, global = true)]
     pub database_url: SecretString,
 
     /// Address and port to listen on.
     #[arg(
         long,
         env = "ADMIT_LISTEN",
+        help_heading = "HTTP",
         default_value = "127.0.0.1:8080",
         global = true
     )]
     pub listen: SocketAddr,
 
     /// Public base URL of the service; defaults to `http://` and the address it listens on.
-    #[arg(long, env = "ADMIT_PUBLIC_URL", global = true)]
+    #[arg(long, env = "ADMIT_PUBLIC_URL", help_heading = "HTTP", global = true)]
     pub public_url: Option<Url>,
 
     /// Page the confirmation link points at (the token is appended as `#token=...`);
     /// defaults to the service's own `/confirm` page.
-    #[arg(long, env = "ADMIT_CONFIRM_URL", global = true)]
+    #[arg(long, env = "ADMIT_CONFIRM_URL", help_heading = "HTTP", global = true)]
     pub confirm_url: Option<Url>,
 
     /// SMTP server: `smtp://HOST:PORT`, `smtp://USER:PASS@HOST:587?tls=required` or
     /// `smtps://USER:PASS@HOST`. When unset, mail is written as `.eml` files to the mail directory.
-    #[arg(long, env = "ADMIT_SMTP_URL", value_parser = secret, hide_env_values = true, global = true)]
+    #[arg(long, env = "ADMIT_SMTP_URL", help_heading = "Mail", value_parser = secret, hide_env_values = true, global = true)]
     pub smtp_url: Option<SecretString>,
 
     /// Folder that receives mail as `.eml` files when no SMTP server is set.
-    #[arg(long, env = "ADMIT_MAIL_DIR", default_value = "./mail", global = true)]
+    #[arg(
+        long,
+        env = "ADMIT_MAIL_DIR",
+        help_heading = "Mail",
+        default_value = "./mail",
+        global = true
+    )]
     pub mail_dir: PathBuf,
 
     /// Product name shown in emails.
     #[arg(
         long,
         env = "ADMIT_PRODUCT_NAME",
+        help_heading = "Mail",
         default_value = "admit",
         global = true
     )]
@@ -105,34 +63,36 @@ pub struct Settings {
     /// Folder with email templates that replace the built-in ones, file by file
     /// (`confirmation.subject.txt`, `confirmation.txt`, `confirmation.html`, and the same for
     /// `signup_notice`).
-    #[arg(long, env = "ADMIT_TEMPLATE_DIR", global = true)]
+    #[arg(long, env = "ADMIT_TEMPLATE_DIR", help_heading = "Mail", global = true)]
     pub template_dir: Option<PathBuf>,
 
     /// Sender of admit's mail.
     #[arg(
         long,
         env = "ADMIT_MAIL_FROM",
+        help_heading = "Mail",
         default_value = "admit <no-reply@admit.localhost>",
         global = true
     )]
     pub mail_from: Mailbox,
 
     /// Seconds an SMTP conversation may take before it is abandoned and retried later.
-    #[arg(long, env = "ADMIT_SMTP_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
+    #[arg(long, env = "ADMIT_SMTP_TIMEOUT", help_heading = "Mail", default_value = "10s", value_parser = duration, global = true)]
     pub smtp_timeout: Duration,
 
     /// Delay before the first retry of a failed send; it doubles with each further attempt.
-    #[arg(long, env = "ADMIT_MAIL_RETRY_BASE", default_value = "5s", value_parser = duration, global = true)]
+    #[arg(long, env = "ADMIT_MAIL_RETRY_BASE", help_heading = "Mail", default_value = "5s", value_parser = duration, global = true)]
     pub mail_retry_base: Duration,
 
     /// Longest delay between two attempts to send one message.
-    #[arg(long, env = "ADMIT_MAIL_RETRY_MAX", default_value = "1h", value_parser = duration, global = true)]
+    #[arg(long, env = "ADMIT_MAIL_RETRY_MAX", help_heading = "Mail", default_value = "1h", value_parser = duration, global = true)]
     pub mail_retry_max: Duration,
 
     /// Attempts to send one message before it is marked dead (see `admit mail retry`).
     #[arg(
         long,
         env = "ADMIT_MAIL_MAX_ATTEMPTS",
+        help_heading = "Mail",
         default_value_t = 12,
         global = true
     )]
@@ -140,21 +100,22 @@ pub struct Settings {
 
     /// How long a process holds a message it is sending; after a crash, another process (or the
     /// restarted one) sends it once this has passed. Must exceed the SMTP timeout.
-    #[arg(long, env = "ADMIT_MAIL_LEASE", default_value = "60s", value_parser = duration, global = true)]
+    #[arg(long, env = "ADMIT_MAIL_LEASE", help_heading = "Mail", default_value = "60s", value_parser = duration, global = true)]
     pub mail_lease: Duration,
 
     /// How long a confirmation link stays valid.
-    #[arg(long, env = "ADMIT_TOKEN_TTL", default_value = "24h", value_parser = duration, global = true)]
+    #[arg(long, env = "ADMIT_TOKEN_TTL", help_heading = "Accounts", default_value = "24h", value_parser = duration, global = true)]
     pub token_ttl: Duration,
 
     /// Least time between two account emails (confirmation links, notices) to one address.
-    #[arg(long, env = "ADMIT_RESEND_COOLDOWN", default_value = "60s", value_parser = duration, global = true)]
+    #[arg(long, env = "ADMIT_RESEND_COOLDOWN", help_heading = "Accounts", default_value = "60s", value_parser = duration, global = true)]
     pub resend_cooldown: Duration,
 
     /// Most account emails to one address in an hour, counted per client network.
     #[arg(
         long,
         env = "ADMIT_RESEND_HOURLY_LIMIT",
+        help_heading = "Accounts",
         default_value_t = 5,
         global = true
     )]
@@ -165,6 +126,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "ADMIT_RESEND_DAILY_LIMIT",
+        help_heading = "Accounts",
         default_value_t = 20,
         global = true
     )]
@@ -172,17 +134,18 @@ pub struct Settings {
 
     /// Accounts not confirmed this long after sign-up are removed; tokens are removed this long
     /// after they expire.
-    #[arg(long, env = "ADMIT_UNCONFIRMED_TTL", default_value = "7d", value_parser = duration, global = true)]
+    #[arg(long, env = "ADMIT_UNCONFIRMED_TTL", help_heading = "Accounts", default_value = "7d", value_parser = duration, global = true)]
     pub unconfirmed_ttl: Duration,
 
     /// How often `admit serve` purges never-confirmed accounts and old tokens.
-    #[arg(long, env = "ADMIT_PURGE_INTERVAL", default_value = "1h", value_parser = duration, global = true)]
+    #[arg(long, env = "ADMIT_PURGE_INTERVAL", help_heading = "Accounts", default_value = "1h", value_parser = duration, global = true)]
     pub purge_interval: Duration,
 
     /// Fewest characters (Unicode code points) a password may have.
     #[arg(
         long,
         env = "ADMIT_PASSWORD_MIN_LENGTH",
+        help_heading = "Accounts",
         default_value_t = 12,
         global = true
     )]
@@ -192,36 +155,47 @@ pub struct Settings {
     #[arg(
         long,
         env = "ADMIT_PASSWORD_MAX_LENGTH",
+        help_heading = "Accounts",
         default_value_t = 128,
         global = true
     )]
     pub password_max_length: usize,
 
     /// Whether GraphQL introspection is enabled (GraphiQL and code generators need it).
-    #[arg(long, env = "ADMIT_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "ADMIT_INTROSPECTION", help_heading = "HTTP", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub introspection: bool,
 
     /// Whether browsers get GraphiQL at `GET /graphql` (and `/playground` redirects there).
     /// Turn it off in production unless the API is meant to be explored.
-    #[arg(long, env = "ADMIT_IDE", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "ADMIT_IDE", help_heading = "HTTP", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub ide: bool,
 
     /// Whether `GET /` serves the demo sign-up page.
-    #[arg(long, env = "ADMIT_DEMO_PAGES", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "ADMIT_DEMO_PAGES", help_heading = "HTTP", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub demo_pages: bool,
 
     /// Origins (comma separated, e.g. `https://app.example.com,http://localhost:5173`) whose
     /// pages may call `/graphql` from the browser, with credentials. Others get no CORS headers.
-    #[arg(long, env = "ADMIT_CORS_ORIGINS", value_delimiter = ',', value_parser = origin, global = true)]
+    #[arg(long, env = "ADMIT_CORS_ORIGINS", help_heading = "HTTP", value_delimiter = ',', value_parser = origin, global = true)]
     pub cors_origins: Vec<axum::http::HeaderValue>,
 
     /// Password hashes computed at once; defaults to the number of CPUs.
-    #[arg(long, env = "ADMIT_HASH_CONCURRENCY", global = true)]
+    #[arg(
+        long,
+        env = "ADMIT_HASH_CONCURRENCY",
+        help_heading = "Accounts",
+        global = true
+    )]
     pub hash_concurrency: Option<NonZeroUsize>,
 
     /// Sign-ups waiting for a hashing thread before further ones are answered
     /// `SERVICE_UNAVAILABLE` at once; defaults to 64 per hashing thread.
-    #[arg(long, env = "ADMIT_HASH_QUEUE", global = true)]
+    #[arg(
+        long,
+        env = "ADMIT_HASH_QUEUE",
+        help_heading = "Accounts",
+        global = true
+    )]
     pub hash_queue: Option<NonZeroUsize>,
 
     /// Costly requests (register, resendConfirmation, confirmAccount) one client network (an
@@ -229,6 +203,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "ADMIT_IP_RATE_LIMIT",
+        help_heading = "Accounts",
         default_value_t = 120,
         global = true
     )]
@@ -240,6 +215,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "ADMIT_TRUSTED_PROXIES",
+        help_heading = "HTTP",
         value_delimiter = ',',
         global = true
     )]
@@ -248,45 +224,60 @@ pub struct Settings {
     /// Most connections open at once; further ones wait to be accepted. Defaults to what the
     /// process's file descriptor limit leaves after a reserve, and is lowered to that if set
     /// higher.
-    #[arg(long, env = "ADMIT_MAX_CONNECTIONS", global = true)]
+    #[arg(
+        long,
+        env = "ADMIT_MAX_CONNECTIONS",
+        help_heading = "HTTP",
+        global = true
+    )]
     pub max_connections: Option<NonZeroUsize>,
 
     /// Longest time a connection may take to send a request's headers, counted from when it
     /// opens or finishes its previous request: also how long an idle keep-alive connection
     /// stays open.
-    #[arg(long, env = "ADMIT_HEADER_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
+    #[arg(long, env = "ADMIT_HEADER_TIMEOUT", help_heading = "HTTP", default_value = "10s", value_parser = duration, global = true)]
     pub header_timeout: Duration,
 
     /// Longest time a client may take to send a request's body.
-    #[arg(long, env = "ADMIT_BODY_TIMEOUT", default_value = "10s", value_parser = duration, global = true)]
+    #[arg(long, env = "ADMIT_BODY_TIMEOUT", help_heading = "HTTP", default_value = "10s", value_parser = duration, global = true)]
     pub body_timeout: Duration,
 
     /// Keys that seal mail in the outbox: `id=BASE64` (32 bytes) entries separated by commas;
     /// the first seals, all open (rotation). Unset: `ADMIT_SECRET_KEY_FILE`, else a key file
     /// generated beside the SQLite database (or in the working folder).
-    #[arg(long, env = "ADMIT_SECRET_KEY", value_parser = secret, hide_env_values = true, global = true)]
+    #[arg(long, env = "ADMIT_SECRET_KEY", help_heading = "Mail", value_parser = secret, hide_env_values = true, global = true)]
     pub secret_key: Option<SecretString>,
 
     /// File holding the keys, in the format of ADMIT_SECRET_KEY (one entry a line allowed).
-    #[arg(long, env = "ADMIT_SECRET_KEY_FILE", global = true)]
+    #[arg(
+        long,
+        env = "ADMIT_SECRET_KEY_FILE",
+        help_heading = "Mail",
+        global = true
+    )]
     pub secret_key_file: Option<PathBuf>,
 
     /// How long sent and dead mail stays in the outbox before the purge removes it.
-    #[arg(long, env = "ADMIT_MAIL_RETENTION", default_value = "7d", value_parser = duration, global = true)]
+    #[arg(long, env = "ADMIT_MAIL_RETENTION", help_heading = "Mail", default_value = "7d", value_parser = duration, global = true)]
     pub mail_retention: Duration,
 
     /// Address for `/metrics` (Prometheus text format), e.g. `127.0.0.1:9090`; unset: no
     /// metrics listener. Keep it off the public network.
-    #[arg(long, env = "ADMIT_METRICS_LISTEN", global = true)]
+    #[arg(
+        long,
+        env = "ADMIT_METRICS_LISTEN",
+        help_heading = "Operations",
+        global = true
+    )]
     pub metrics_listen: Option<SocketAddr>,
 
     /// Log lines as `text` (for people) or `json` (one object a line, for log shippers).
-    #[arg(long, env = "ADMIT_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    #[arg(long, env = "ADMIT_LOG_FORMAT", help_heading = "Operations", default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,
 
     /// Longest wait for the database: for a pooled connection, for a new one, and for one
     /// request's work. Past it the request answers `SERVICE_UNAVAILABLE`.
-    #[arg(long, env = "ADMIT_DB_TIMEOUT", default_value = "5s", value_parser = duration, global = true)]
+    #[arg(long, env = "ADMIT_DB_TIMEOUT", help_heading = "Database", default_value = "5s", value_parser = duration, global = true)]
     pub db_timeout: Duration,
 }
 
@@ -431,6 +422,8 @@ pub fn redact_url(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
 
     #[test]
@@ -442,7 +435,7 @@ mod tests {
 
     #[test]
     fn debug_output_of_settings_never_shows_secrets() {
-        let mut settings = Cli::try_parse_from(["admit"]).unwrap().settings;
+        let mut settings = crate::cli::Cli::try_parse_from(["admit"]).unwrap().settings;
         settings.smtp_url = Some(SecretString::from("smtps://me:s3cr3t-pass@mail.example"));
         assert!(!format!("{settings:?}").contains("s3cr3t-pass"));
     }

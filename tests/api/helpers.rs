@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use admit::{Application, services::PasswordHasher, settings::Cli};
+use admit::{Application, cli::Cli, services::PasswordHasher};
 use clap::Parser;
 use entity::{users, verification_tokens};
 use sea_orm::{
