@@ -24,6 +24,12 @@ impl ClientNetwork {
         }
     }
 
+    /// The network of a request whose peer is unknown (a schema or router driven without a
+    /// socket, as the fuzz target does): all such requests count as one client.
+    pub fn anonymous() -> Self {
+        Self(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
+
     /// What the database stores for this network: a SHA-256, hex-encoded, so that the table
     /// of budgets is not also a list of who called. (For IPv4 this is a speed bump, not a
     /// secret: the address space is small enough to hash whole.)

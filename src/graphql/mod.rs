@@ -220,5 +220,5 @@ impl Mutation {
 fn client(ctx: &Context<'_>) -> ClientNetwork {
     ctx.data_opt::<ClientNetwork>()
         .copied()
-        .unwrap_or_else(|| ClientNetwork::of(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)))
+        .unwrap_or_else(ClientNetwork::anonymous)
 }

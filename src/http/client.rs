@@ -1,6 +1,6 @@
 //! Who is calling: the socket's peer, or, behind trusted proxies, the address they name.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
@@ -21,14 +21,19 @@ impl FromRequestParts<HttpState> for Client {
         parts: &mut Parts,
         state: &HttpState,
     ) -> Result<Self, Self::Rejection> {
-        // Every connection the server accepts carries its peer; a router driven some other way
-        // (a fuzz target) counts as one anonymous client.
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-        let address = client_address(peer, &parts.headers, &state.trusted_proxies);
-        Ok(Self(ClientNetwork::of(address)))
+        // Every connection the server accepts carries its peer.
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(ClientNetwork::anonymous, |info| {
+                    ClientNetwork::of(client_address(
+                        info.0.ip(),
+                        &parts.headers,
+                        &state.trusted_proxies,
+                    ))
+                }),
+        ))
     }
 }
 

@@ -239,8 +239,9 @@ async fn execute(
         .into_iter()
         .zip(operations)
         .map(|(response, operation)| {
-            let outcome = outcome(&response);
-            let (status, body) = shape(response, media);
+            let request_error = is_request_error(&response);
+            let outcome = outcome(&response, request_error);
+            let (status, body) = shape(response, request_error, media);
             metrics::counter!(crate::metrics::GRAPHQL_REQUESTS, "operation" => operation, "outcome" => outcome)
                 .increment(1);
             metrics::histogram!(crate::metrics::GRAPHQL_DURATION, "operation" => operation)
@@ -259,27 +260,25 @@ async fn execute(
 
 /// How one operation ended, for the metrics: `ok`, `request_error` (did not parse or
 /// validate), `unavailable` or `error`.
-fn outcome(response: &GqlResponse) -> &'static str {
-    let code = |error: &async_graphql::ServerError| {
-        error
-            .extensions
-            .as_ref()
-            .and_then(|extensions| extensions.get("code"))
-            .cloned()
-    };
+fn outcome(response: &GqlResponse, request_error: bool) -> &'static str {
     if response.errors.is_empty() {
         "ok"
-    } else if is_request_error(response) {
+    } else if request_error {
         "request_error"
-    } else if response
-        .errors
-        .iter()
-        .any(|error| code(error) == Some(Value::from(SERVICE_UNAVAILABLE)))
-    {
+    } else if response.errors.iter().any(is_unavailable) {
         "unavailable"
     } else {
         "error"
     }
+}
+
+/// Whether `error` says the service was busy or could not reach its database.
+fn is_unavailable(error: &async_graphql::ServerError) -> bool {
+    error
+        .extensions
+        .as_ref()
+        .and_then(|extensions| extensions.get("code"))
+        .is_some_and(|code| *code == Value::from(SERVICE_UNAVAILABLE))
 }
 
 /// The status and body of one GraphQL response. A request error (a document that does not
@@ -287,17 +286,14 @@ fn outcome(response: &GqlResponse) -> &'static str {
 /// GraphQL response media type, which then carries no `data`, and 200 for plain JSON clients,
 /// as the specification asks. A response that failed only because the service is overloaded
 /// or cannot reach its database gets 503.
-fn shape(response: GqlResponse, media: Media) -> (StatusCode, serde_json::Value) {
-    let request_error = is_request_error(&response);
+fn shape(
+    response: GqlResponse,
+    request_error: bool,
+    media: Media,
+) -> (StatusCode, serde_json::Value) {
     let unavailable = response.data == Value::Null
         && !response.errors.is_empty()
-        && response.errors.iter().all(|error| {
-            error
-                .extensions
-                .as_ref()
-                .and_then(|extensions| extensions.get("code"))
-                .is_some_and(|code| *code == Value::from(SERVICE_UNAVAILABLE))
-        });
+        && response.errors.iter().all(is_unavailable);
     let mut body = serde_json::to_value(&response).unwrap_or_else(|err| {
         tracing::error!(error = %err, "cannot serialize a GraphQL response");
         json!({ "errors": [{ "message": "Internal server error" }] })

@@ -203,16 +203,8 @@ impl TestApp {
         query: &str,
         variables: Value,
     ) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.url("/graphql"))
-            .header("accept", accept)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
+        self.send_graphql(&self.http, accept, query, variables)
             .await
-            .expect("POST /graphql");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("JSON body"))
     }
 
     /// Runs `query` and returns `data`, failing the test on any error.
@@ -230,8 +222,21 @@ impl TestApp {
         query: &str,
         variables: Value,
     ) -> (u16, Value) {
+        self.send_graphql(client, "application/json", query, variables)
+            .await
+    }
+
+    /// POSTs `query` with `client`, accepting `accept`; the status and the JSON body.
+    async fn send_graphql(
+        &self,
+        client: &reqwest::Client,
+        accept: &str,
+        query: &str,
+        variables: Value,
+    ) -> (u16, Value) {
         let response = client
             .post(self.url("/graphql"))
+            .header("accept", accept)
             .json(&json!({ "query": query, "variables": variables }))
             .send()
             .await
