@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
@@ -82,11 +82,10 @@ fn make_private(file: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Connects with `settings` and applies pending migrations: what every command starts with.
-pub async fn open(settings: &crate::settings::Settings) -> anyhow::Result<DatabaseConnection> {
-    let database = connect(settings.database_url.expose_secret(), settings.db_timeout)
-        .await
-        .with_context(|| format!("cannot open the database {}", settings.database_for_log()))?;
+/// Connects to `url` (see [`connect`]) and applies pending migrations: what every command
+/// starts with.
+pub async fn open(url: &SecretString, timeout: Duration) -> anyhow::Result<DatabaseConnection> {
+    let database = connect(url.expose_secret(), timeout).await?;
     migrate(&database).await.context("migrations failed")?;
     Ok(database)
 }

@@ -2,11 +2,11 @@ use std::{io::IsTerminal, process::ExitCode};
 
 use admit::{
     cli::{Cli, Command, MailCommand},
-    db,
     graphql::schema_sdl,
     mail::admin,
     services::purge,
-    startup::{Application, retention, shutdown_signal},
+    settings::LogFormat,
+    startup::{Application, open_database, purge_retention, shutdown_signal},
 };
 use anyhow::Context as _;
 use clap::Parser;
@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr);
-    if cli.settings.log_format == "json" {
+    if cli.log_format == LogFormat::Json {
         logs.json().init();
     } else {
         logs.with_ansi(std::io::stderr().is_terminal()).init();
@@ -36,22 +36,20 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = cli.settings;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            Application::build(settings)
+    match cli.into_command() {
+        Command::Serve(settings) => {
+            Application::build(*settings)
                 .await?
                 .run(shutdown_signal())
                 .await
         }
-        Command::Migrate => {
-            settings.check()?;
-            db::open(&settings).await?;
-            tracing::info!(database = %settings.database_for_log(), "migrations applied");
+        Command::Migrate(database) => {
+            open_database(&database).await?;
+            tracing::info!(database = %database.for_log(), "migrations applied");
             Ok(())
         }
-        Command::Mail { command } => {
-            let database = db::open(&settings).await?;
+        Command::Mail { command, database } => {
+            let database = open_database(&database).await?;
             match command {
                 MailCommand::Status => {
                     let status = admin::status(&database).await?;
@@ -67,10 +65,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::PurgeUnconfirmed => {
-            settings.check()?;
-            let database = db::open(&settings).await?;
-            let report = purge::purge(&database, retention(&settings)).await?;
+        Command::PurgeUnconfirmed {
+            database,
+            retention,
+            mail_limits,
+        } => {
+            let database = open_database(&database).await?;
+            let report = purge::purge(&database, purge_retention(&retention, &mail_limits)).await?;
             println!(
                 "users: {}\ntokens: {}\nthrottles: {}\nmails: {}",
                 report.users, report.tokens, report.throttles, report.mails

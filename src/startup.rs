@@ -3,6 +3,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
+use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret as _;
 use tokio::{net::TcpListener, sync::watch};
 use url::Url;
@@ -14,10 +15,11 @@ use crate::{
     secrets::{SecretKeys, default_key_file},
     services::{
         PasswordHasher,
-        accounts::{AccountSettings, Accounts},
+        accounts::{AccountPolicy, Accounts},
         purge::{self, Retention},
+        throttle::ThrottlePolicy,
     },
-    settings::Settings,
+    settings::{DatabaseSettings, MailLimitSettings, RetentionSettings, ServeSettings},
     state::AppState,
 };
 
@@ -29,84 +31,119 @@ pub struct Application {
     dispatcher: Dispatcher,
     connections: ConnectionPolicy,
     metrics: Option<TcpListener>,
+    purge: Purge,
+    logged: Logged,
+}
+
+/// What the periodic purge keeps and how often it runs.
+struct Purge {
+    retention: Retention,
+    interval: std::time::Duration,
+}
+
+/// Where the data and the mail go, with secrets hidden, for the start-up log line.
+struct Logged {
+    database: String,
+    mail: String,
 }
 
 impl Application {
-    /// Connects, migrates, binds `settings.listen` (port 0 picks a free port) and wires
+    /// Connects, migrates, binds the HTTP listener (port 0 picks a free port) and wires
     /// everything together.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: ServeSettings) -> anyhow::Result<Self> {
         settings.check()?;
-        let database = db::open(&settings).await?;
-        let listener = TcpListener::bind(settings.listen)
+        let ServeSettings {
+            database: database_settings,
+            http,
+            mail,
+            keys,
+            mail_limits,
+            accounts: account_settings,
+            retention,
+            operations,
+        } = settings;
+        let database = open_database(&database_settings).await?;
+        let listener = TcpListener::bind(http.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+            .with_context(|| format!("cannot listen on {}", http.listen))?;
         let local_addr = listener.local_addr()?;
-        let public_url = match &settings.public_url {
+        let public_url = match &http.public_url {
             Some(url) => url.clone(),
             None => Url::parse(&format!("http://{local_addr}/"))?,
         };
-        let confirm_url = match &settings.confirm_url {
+        let confirm_url = match &http.confirm_url {
             Some(url) => url.clone(),
             None => public_url.join("confirm")?,
         };
         let transport = Transport::new(
-            settings.smtp_url.as_ref(),
-            settings.mail_dir.clone(),
-            settings.smtp_timeout,
+            mail.smtp_url.as_ref(),
+            mail.mail_dir.clone(),
+            mail.smtp_timeout,
         )?;
-        let templates = Templates::load(&settings.product_name, settings.template_dir.as_deref())?;
+        let templates = Templates::load(&mail.product_name, mail.template_dir.as_deref())?;
         let secrets = SecretKeys::load(
-            settings.secret_key.as_ref(),
-            settings.secret_key_file.as_deref(),
-            &default_key_file(db::sqlite_file(settings.database_url.expose_secret()).as_deref()),
+            keys.secret_key.as_ref(),
+            keys.secret_key_file.as_deref(),
+            &default_key_file(db::sqlite_file(database_settings.url.expose_secret()).as_deref()),
         )?;
         let outbox = OutboxSignal::default();
         let dispatcher = Dispatcher::new(
             database.clone(),
             secrets.clone(),
             transport,
-            settings.mail_from.clone(),
+            mail.mail_from.clone(),
             outbox.clone(),
             DeliveryPolicy {
-                base: settings.mail_retry_base,
-                max: settings.mail_retry_max,
-                max_attempts: settings.mail_max_attempts,
-                lease: settings.mail_lease,
+                base: mail.retry_base,
+                max: mail.retry_max,
+                max_attempts: mail.max_attempts,
+                lease: mail.lease,
             },
         );
-        let metrics = crate::metrics::bind(settings.metrics_listen)
+        let metrics = crate::metrics::bind(operations.metrics_listen)
             .await
             .context("cannot listen for metrics")?;
         if metrics.is_some() {
             crate::metrics::recorder();
         }
-        let (max_connections, descriptors) = crate::http::connection_cap(settings.max_connections);
+        let (max_connections, descriptors) = crate::http::connection_cap(http.max_connections);
         tracing::debug!(max_connections, descriptors, "connection cap");
         let connections = ConnectionPolicy {
             max_connections,
-            header_timeout: settings.header_timeout,
+            header_timeout: http.header_timeout,
         };
-        let hasher = PasswordHasher::new(settings.hash_concurrency(), settings.hash_queue())
-            .context("cannot start the password hashing threads")?;
+        let hasher = PasswordHasher::new(
+            account_settings.hash_concurrency(),
+            account_settings.hash_queue(),
+        )
+        .context("cannot start the password hashing threads")?;
         let accounts = Accounts::new(
             database.clone(),
             hasher,
             templates,
             secrets,
             outbox,
-            AccountSettings {
-                ip_rate_limit: settings.ip_rate_limit,
-                resend_cooldown: settings.resend_cooldown,
-                resend_hourly_limit: settings.resend_hourly_limit,
-                resend_daily_limit: settings.resend_daily_limit,
-                token_ttl: settings.token_ttl,
+            AccountPolicy {
+                ip_rate_limit: account_settings.ip_rate_limit,
+                mail_limits: throttle_policy(&mail_limits),
+                token_ttl: account_settings.token_ttl,
+                password: account_settings.password_policy(),
                 confirm_url,
             },
         );
+        let purge = Purge {
+            retention: purge_retention(&retention, &mail_limits),
+            interval: retention.purge_interval.std(),
+        };
+        let logged = Logged {
+            database: database_settings.for_log(),
+            mail: mail.for_log(),
+        };
         let state = AppState {
             db: database,
             accounts,
-            settings: Arc::new(settings),
+            db_timeout: database_settings.timeout,
+            http: Arc::new(http),
         };
         Ok(Self {
             listener,
@@ -115,6 +152,8 @@ impl Application {
             dispatcher,
             connections,
             metrics,
+            purge,
+            logged,
         })
     }
 
@@ -157,15 +196,14 @@ impl Application {
         ));
         let purger = tokio::spawn(purge::run_periodically(
             self.state.db.clone(),
-            retention(&self.state.settings),
-            self.state.settings.purge_interval,
+            self.purge.retention,
+            self.purge.interval,
             stop_rx,
         ));
-        let settings = &self.state.settings;
         tracing::info!(
             listen = %self.listener.local_addr()?,
-            database = %settings.database_for_log(),
-            mail = %settings.mail_for_log(),
+            database = %self.logged.database,
+            mail = %self.logged.mail,
             "admit is serving: open {}",
             self.public_url
         );
@@ -187,14 +225,29 @@ impl Application {
     }
 }
 
-/// How long never-confirmed accounts, expired tokens and old mail are kept, in the form the
-/// purge counts in.
-pub fn retention(settings: &Settings) -> Retention {
-    let delta = |duration| chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
+/// Connects to the database and applies pending migrations; errors name the database with
+/// its password hidden.
+pub async fn open_database(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
+    db::open(&settings.url, settings.timeout)
+        .await
+        .with_context(|| format!("cannot open the database {}", settings.for_log()))
+}
+
+/// How long never-confirmed accounts, expired tokens, idle limit rows and old mail are kept.
+pub fn purge_retention(retention: &RetentionSettings, limits: &MailLimitSettings) -> Retention {
     Retention {
-        unconfirmed: delta(settings.unconfirmed_ttl),
-        cooldown: delta(settings.resend_cooldown),
-        mail: delta(settings.mail_retention),
+        unconfirmed: retention.unconfirmed_ttl.delta(),
+        cooldown: limits.resend_cooldown,
+        mail: retention.mail_retention.delta(),
+    }
+}
+
+/// How often one address may be mailed.
+fn throttle_policy(limits: &MailLimitSettings) -> ThrottlePolicy {
+    ThrottlePolicy {
+        cooldown: limits.resend_cooldown,
+        hourly_limit: limits.resend_hourly_limit,
+        daily_limit: limits.resend_daily_limit,
     }
 }
 

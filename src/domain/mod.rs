@@ -4,11 +4,13 @@
 mod client;
 mod display_name;
 mod email;
+mod lifetime;
 mod password;
 mod token;
 
 pub use client::ClientNetwork;
 pub use display_name::{DisplayName, DisplayNameError};
 pub use email::{EmailAddress, EmailError};
+pub use lifetime::{Lifetime, LifetimeError};
 pub use password::{Password, PasswordError, PasswordPolicy};
 pub use token::{ConfirmationToken, TokenHash, TokenParseError};

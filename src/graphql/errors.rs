@@ -79,7 +79,7 @@ pub(super) async fn within_deadline<T, E: From<anyhow::Error>>(
     state: &AppState,
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    let deadline = state.settings.db_timeout;
+    let deadline = state.db_timeout;
     tokio::time::timeout(deadline, work)
         .await
         .unwrap_or_else(|_| Err(anyhow::Error::new(DeadlineExceeded(deadline)).into()))

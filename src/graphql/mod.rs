@@ -135,7 +135,7 @@ impl Query {
     /// The rule passwords must meet, so forms can show it before submitting.
     async fn password_policy(&self, ctx: &Context<'_>) -> async_graphql::Result<PasswordPolicy> {
         let state = errors::app_state(ctx)?;
-        Ok(state.settings.password_policy().into())
+        Ok(state.accounts.password_policy().into())
     }
 }
 
@@ -153,7 +153,7 @@ impl Mutation {
         input: RegisterInput,
     ) -> async_graphql::Result<RegisterPayload> {
         let state = errors::app_state(ctx)?;
-        let account = match input.parse(state.settings.password_policy()) {
+        let account = match input.parse(state.accounts.password_policy()) {
             Ok(account) => account,
             Err(user_errors) => return Ok(Acceptance::invalid(user_errors).into()),
         };

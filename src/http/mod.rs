@@ -77,20 +77,20 @@ impl Readiness {
 
 /// The complete HTTP application for `state`.
 pub fn router(state: AppState, readiness: Readiness) -> Router {
-    let schema = build_schema(Some(state.clone()), state.settings.introspection);
+    let schema = build_schema(Some(state.clone()), state.http.introspection);
     let mut graphql = get(graphql::get).post(graphql::post);
-    if !state.settings.cors_origins.is_empty() {
-        graphql = graphql.layer(cors(state.settings.cors_origins.clone()));
+    if !state.http.cors_origins.is_empty() {
+        graphql = graphql.layer(cors(state.http.cors_origins.clone()));
     }
     let mut router = Router::new();
-    if state.settings.demo_pages {
+    if state.http.demo_pages {
         router = router.route("/", get(pages::signup));
     }
-    let body_timeout = state.settings.body_timeout;
-    let ide = state.settings.ide;
+    let body_timeout = state.http.body_timeout;
+    let ide = state.http.ide;
     let http = HttpState {
         ide,
-        trusted_proxies: state.settings.trusted_proxies.clone().into(),
+        trusted_proxies: state.http.trusted_proxies.clone().into(),
         schema,
         app: state,
         readiness,

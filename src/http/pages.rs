@@ -199,7 +199,7 @@ pub(super) async fn readyz(State(http): State<HttpState>) -> Response {
     if http.readiness.draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
-    let deadline = READINESS_DEADLINE.min(http.app.settings.db_timeout);
+    let deadline = READINESS_DEADLINE.min(http.app.db_timeout);
     match tokio::time::timeout(deadline, http.app.db.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
         Ok(Err(err)) => {

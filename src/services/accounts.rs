@@ -1,6 +1,5 @@
 //! Registration, confirmation and resending the confirmation link.
 
-use chrono::TimeDelta;
 use entity::{resend_requests, users, verification_tokens};
 use sea_orm::DatabaseConnection;
 use sea_orm::{
@@ -9,7 +8,7 @@ use sea_orm::{
     SqlErr, TransactionTrait,
     sea_query::{Expr, LockBehavior, LockType},
 };
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 use tokio::sync::watch;
 use url::Url;
 use uuid::Uuid;
@@ -21,7 +20,10 @@ use super::{
 };
 use crate::{
     db::{begin_write, now},
-    domain::{ClientNetwork, ConfirmationToken, DisplayName, EmailAddress, Password},
+    domain::{
+        ClientNetwork, ConfirmationToken, DisplayName, EmailAddress, Lifetime, Password,
+        PasswordPolicy,
+    },
     mail::{self, OutboxSignal, Templates},
     secrets::SecretKeys,
 };
@@ -39,31 +41,22 @@ pub struct Accounts {
     secrets: SecretKeys,
     outbox: OutboxSignal,
     resend_signal: OutboxSignal,
-    settings: Arc<AccountSettings>,
+    settings: Arc<AccountPolicy>,
 }
 
-/// The settings of the account use cases.
+/// What the account use cases run with.
 #[derive(Debug, Clone)]
-pub struct AccountSettings {
+pub struct AccountPolicy {
     /// Costly requests per client network and minute (0: no budget).
     pub ip_rate_limit: u32,
-    /// Least time between two account emails to one address.
-    pub resend_cooldown: Duration,
-    /// Most account emails to one address an hour, per client network.
-    pub resend_hourly_limit: u32,
-    /// Most account emails to one address a day.
-    pub resend_daily_limit: u32,
+    /// How often one address may be sent account mail.
+    pub mail_limits: ThrottlePolicy,
     /// How long a confirmation link stays valid.
-    pub token_ttl: Duration,
+    pub token_ttl: Lifetime,
+    /// The rule new passwords must meet.
+    pub password: PasswordPolicy,
     /// The page confirmation links point at, without fragment.
     pub confirm_url: Url,
-}
-
-impl AccountSettings {
-    /// The link lifetime as the database timestamps count it.
-    fn token_lifetime(&self) -> TimeDelta {
-        TimeDelta::from_std(self.token_ttl).unwrap_or(TimeDelta::MAX)
-    }
 }
 
 impl Accounts {
@@ -74,7 +67,7 @@ impl Accounts {
         templates: Templates,
         secrets: SecretKeys,
         outbox: OutboxSignal,
-        settings: AccountSettings,
+        settings: AccountPolicy,
     ) -> Self {
         Self {
             db,
@@ -85,6 +78,11 @@ impl Accounts {
             resend_signal: OutboxSignal::default(),
             settings: Arc::new(settings),
         }
+    }
+
+    /// The rule new passwords must meet, for forms and for parsing input.
+    pub fn password_policy(&self) -> PasswordPolicy {
+        self.settings.password
     }
 
     /// The password hasher, whose count of hashes tests and metrics read.
@@ -559,7 +557,7 @@ async fn issue_link(
         purpose: Set(PURPOSE_ACCOUNT_CONFIRMATION.to_owned()),
         token_hash: Set(token.hash().as_str().to_owned()),
         created_at: Set(now),
-        expires_at: Set(now + state.settings.token_lifetime()),
+        expires_at: Set(now + state.settings.token_ttl.delta()),
         consumed_at: Set(None),
         superseded_at: Set(None),
         signup_id: Set(Some(signup.id)),
@@ -572,11 +570,11 @@ async fn issue_link(
     let message = if again {
         state
             .templates
-            .signup_again(&link, state.settings.token_ttl)?
+            .signup_again(&link, state.settings.token_ttl.std())?
     } else {
         state
             .templates
-            .confirmation(&link, state.settings.token_ttl)?
+            .confirmation(&link, state.settings.token_ttl.std())?
     };
     Ok(mail::enqueue(txn, &state.secrets, recipient, message).await?)
 }
@@ -586,11 +584,7 @@ fn new_token() -> anyhow::Result<ConfirmationToken> {
 }
 
 fn throttle_policy(state: &Accounts) -> ThrottlePolicy {
-    ThrottlePolicy {
-        cooldown: state.settings.resend_cooldown,
-        hourly_limit: state.settings.resend_hourly_limit,
-        daily_limit: state.settings.resend_daily_limit,
-    }
+    state.settings.mail_limits
 }
 
 fn is_duplicate_email(err: &DbErr) -> bool {

@@ -25,7 +25,7 @@ const DAY: TimeDelta = TimeDelta::days(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
     /// Least time between two mails to the address.
-    pub cooldown: Duration,
+    pub cooldown: TimeDelta,
     /// Most mails to the address an hour, per client network.
     pub hourly_limit: u32,
     /// Most mails to the address a day, all networks together; one network may use half.
@@ -133,7 +133,7 @@ impl Rows {
             count: self.client.sent_in_day,
         }
         .at(now, DAY);
-        let cooldown = TimeDelta::from_std(policy.cooldown).unwrap_or(TimeDelta::MAX);
+        let cooldown = policy.cooldown;
         let waits = [
             self.address
                 .last_sent_at

@@ -97,10 +97,18 @@ async fn migrate_creates_the_schema_and_export_schema_writes_a_file() {
 #[tokio::test]
 async fn contradictory_settings_are_refused_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["--password-min-length", "20", "--password-max-length", "10"],
             "ADMIT_PASSWORD_MIN_LENGTH",
+        ),
+        (
+            &["--token-ttl", "0s"],
+            "invalid value '0s' for '--token-ttl <TOKEN_TTL>': must be longer than zero",
+        ),
+        (
+            &["--db-timeout", "soon"],
+            "invalid value 'soon' for '--db-timeout <TIMEOUT>'",
         ),
         (
             &["--mail-lease", "5s", "--smtp-timeout", "10s"],
@@ -113,7 +121,7 @@ async fn contradictory_settings_are_refused_at_start_up() {
     ];
     for (args, expected) in cases {
         let output = admit_command(dir.path())
-            .arg("migrate")
+            .arg("serve")
             .args(args)
             .output()
             .await
@@ -122,6 +130,22 @@ async fn contradictory_settings_are_refused_at_start_up() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn a_command_refuses_settings_it_does_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = admit_command(dir.path())
+        .args(["migrate", "--smtp-url", "smtp://127.0.0.1:1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unexpected argument '--smtp-url'"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -3,8 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use admit::{Application, cli::Cli, services::PasswordHasher};
-use clap::Parser;
+use admit::{Application, services::PasswordHasher, settings::ServeSettings};
 use entity::{users, verification_tokens};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter,
@@ -379,7 +378,7 @@ struct Running {
 
 impl Running {
     async fn launch(args: &[String]) -> Self {
-        let settings = Cli::try_parse_from(args).expect("test settings").settings;
+        let settings = ServeSettings::try_parse_from(args).expect("test settings");
         let app = Application::build(settings).await.expect("admit starts");
         let address = app.local_addr().expect("bound address");
         let db = app.state().db.clone();
