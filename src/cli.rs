@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::settings::{
     DatabaseSettings, LogFormat, MailLimitSettings, RetentionSettings, ServeSettings,
+    SessionSettings,
 };
 
 /// The command line of the `admit` binary.
@@ -72,6 +73,9 @@ pub enum Command {
         /// The limits whose idle rows may go.
         #[command(flatten)]
         mail_limits: MailLimitSettings,
+        /// When sessions end.
+        #[command(flatten)]
+        sessions: SessionSettings,
     },
     /// Print the GraphQL schema (SDL), or write it to a file.
     ExportSchema {

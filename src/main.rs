@@ -69,12 +69,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database,
             retention,
             mail_limits,
+            sessions,
         } => {
             let database = open_database(&database).await?;
-            let report = purge::purge(&database, purge_retention(&retention, &mail_limits)).await?;
+            let retention = purge_retention(&retention, &mail_limits, &sessions);
+            let report = purge::purge(&database, retention).await?;
             println!(
-                "users: {}\ntokens: {}\nthrottles: {}\nmails: {}",
-                report.users, report.tokens, report.throttles, report.mails
+                "users: {}\ntokens: {}\nthrottles: {}\nmails: {}\nsessions: {}",
+                report.users, report.tokens, report.throttles, report.mails, report.sessions
             );
             Ok(())
         }

@@ -24,6 +24,8 @@ pub const SIGNUPS: &str = "admit_signups_total";
 pub const CONFIRMATIONS: &str = "admit_confirmations_total";
 /// From sign-up to confirmation: the funnel.
 pub const SIGNUP_TO_CONFIRMATION: &str = "admit_signup_to_confirmation_seconds";
+/// Sessions started by a sign-in.
+pub const SIGN_INS: &str = "admit_sign_ins_total";
 /// Mail written to the outbox.
 pub const MAIL_QUEUED: &str = "admit_mail_queued_total";
 /// Mail the transport took.

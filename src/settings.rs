@@ -11,7 +11,7 @@ use lettre::message::Mailbox;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use crate::domain::{Lifetime, LifetimeError, PasswordPolicy};
+use crate::domain::{Lifetime, LifetimeError, MAX_ATTEMPT_LENGTH, PasswordPolicy};
 
 /// Everything `admit serve` uses.
 #[derive(Debug, Clone, Args)]
@@ -34,6 +34,9 @@ pub struct ServeSettings {
     /// Sign-up, confirmation and passwords.
     #[command(flatten)]
     pub accounts: AccountSettings,
+    /// Signed-in sessions.
+    #[command(flatten)]
+    pub sessions: SessionSettings,
     /// How long old data is kept.
     #[command(flatten)]
     pub retention: RetentionSettings,
@@ -324,6 +327,19 @@ impl AccountSettings {
     }
 }
 
+/// Signed-in sessions: shared by the service and the purge, which removes ended ones.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Sessions")]
+pub struct SessionSettings {
+    /// A session ends this long after sign-in, however active (also the cookie's `Max-Age`).
+    #[arg(long, env = "ADMIT_SESSION_TTL", default_value = "30d")]
+    pub session_ttl: Lifetime,
+
+    /// A session ends when no request used it for this long.
+    #[arg(long, env = "ADMIT_SESSION_IDLE_TIMEOUT", default_value = "7d")]
+    pub session_idle_timeout: Lifetime,
+}
+
 /// How long old data is kept.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Retention")]
@@ -388,8 +404,8 @@ fn cooldown(raw: &str) -> Result<TimeDelta, String> {
 /// the strength check stay cheap.
 fn password_length(raw: &str) -> Result<usize, String> {
     match raw.trim().parse::<usize>() {
-        Ok(length @ 1..=4096) => Ok(length),
-        Ok(_) => Err("must be from 1 to 4096".to_owned()),
+        Ok(length @ 1..=MAX_ATTEMPT_LENGTH) => Ok(length),
+        Ok(_) => Err(format!("must be from 1 to {MAX_ATTEMPT_LENGTH}")),
         Err(err) => Err(err.to_string()),
     }
 }

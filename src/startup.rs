@@ -17,9 +17,12 @@ use crate::{
         PasswordHasher,
         accounts::{AccountPolicy, Accounts},
         purge::{self, Retention},
+        sessions::{SessionPolicy, Sessions},
         throttle::ThrottlePolicy,
     },
-    settings::{DatabaseSettings, MailLimitSettings, RetentionSettings, ServeSettings},
+    settings::{
+        DatabaseSettings, MailLimitSettings, RetentionSettings, ServeSettings, SessionSettings,
+    },
     state::AppState,
 };
 
@@ -59,6 +62,7 @@ impl Application {
             keys,
             mail_limits,
             accounts: account_settings,
+            sessions: session_settings,
             retention,
             operations,
         } = settings;
@@ -117,6 +121,15 @@ impl Application {
             account_settings.hash_queue(),
         )
         .context("cannot start the password hashing threads")?;
+        let sessions = Sessions::new(
+            database.clone(),
+            hasher.clone(),
+            SessionPolicy {
+                ttl: session_settings.session_ttl,
+                idle_timeout: session_settings.session_idle_timeout,
+                ip_rate_limit: account_settings.ip_rate_limit,
+            },
+        );
         let accounts = Accounts::new(
             database.clone(),
             hasher,
@@ -132,7 +145,7 @@ impl Application {
             },
         );
         let purge = Purge {
-            retention: purge_retention(&retention, &mail_limits),
+            retention: purge_retention(&retention, &mail_limits, &session_settings),
             interval: retention.purge_interval.std(),
         };
         let logged = Logged {
@@ -142,6 +155,9 @@ impl Application {
         let state = AppState {
             db: database,
             accounts,
+            sessions,
+            public_origin: public_url.origin().ascii_serialization(),
+            secure_cookies: public_url.scheme() == "https",
             db_timeout: database_settings.timeout,
             http: Arc::new(http),
         };
@@ -234,11 +250,16 @@ pub async fn open_database(settings: &DatabaseSettings) -> anyhow::Result<Databa
 }
 
 /// How long never-confirmed accounts, expired tokens, idle limit rows and old mail are kept.
-pub fn purge_retention(retention: &RetentionSettings, limits: &MailLimitSettings) -> Retention {
+pub fn purge_retention(
+    retention: &RetentionSettings,
+    limits: &MailLimitSettings,
+    sessions: &SessionSettings,
+) -> Retention {
     Retention {
         unconfirmed: retention.unconfirmed_ttl.delta(),
         cooldown: limits.resend_cooldown,
         mail: retention.mail_retention.delta(),
+        session_idle: sessions.session_idle_timeout.delta(),
     }
 }
 

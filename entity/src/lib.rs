@@ -7,5 +7,7 @@ pub mod mail_throttle_clients;
 pub mod mail_throttles;
 pub mod outbox_messages;
 pub mod resend_requests;
+pub mod sessions;
+pub mod sign_in_throttles;
 pub mod users;
 pub mod verification_tokens;

@@ -5,5 +5,7 @@ pub use super::mail_throttle_clients::Entity as MailThrottleClients;
 pub use super::mail_throttles::Entity as MailThrottles;
 pub use super::outbox_messages::Entity as OutboxMessages;
 pub use super::resend_requests::Entity as ResendRequests;
+pub use super::sessions::Entity as Sessions;
+pub use super::sign_in_throttles::Entity as SignInThrottles;
 pub use super::users::Entity as Users;
 pub use super::verification_tokens::Entity as VerificationTokens;

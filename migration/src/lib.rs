@@ -14,6 +14,7 @@ mod m20261123_000008_add_signup_to_verification_tokens;
 mod m20261123_000009_create_mail_throttle_clients;
 mod m20261123_000010_create_resend_requests;
 mod m20261123_000011_add_purge_and_dispatch_indexes;
+mod m20261130_000012_create_sessions_and_sign_in_throttles;
 
 /// Every migration of admit, in the order they apply.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000009_create_mail_throttle_clients::Migration),
             Box::new(m20261123_000010_create_resend_requests::Migration),
             Box::new(m20261123_000011_add_purge_and_dispatch_indexes::Migration),
+            Box::new(m20261130_000012_create_sessions_and_sign_in_throttles::Migration),
         ]
     }
 }

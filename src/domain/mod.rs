@@ -12,5 +12,5 @@ pub use client::ClientNetwork;
 pub use display_name::{DisplayName, DisplayNameError};
 pub use email::{EmailAddress, EmailError};
 pub use lifetime::{Lifetime, LifetimeError};
-pub use password::{Password, PasswordError, PasswordPolicy};
-pub use token::{ConfirmationToken, TokenHash, TokenParseError};
+pub use password::{MAX_ATTEMPT_LENGTH, Password, PasswordError, PasswordPolicy};
+pub use token::{ConfirmationToken, SessionToken, TokenHash, TokenParseError};

@@ -55,6 +55,9 @@ pub enum PasswordError {
     TooCommon,
 }
 
+/// Most code points a password typed at sign-in may have: above any policy admit accepts.
+pub const MAX_ATTEMPT_LENGTH: usize = 4096;
+
 /// Shortest account word (local part, name) that a password may not contain: shorter ones such
 /// as "al" would refuse too much.
 const MIN_ACCOUNT_WORD: usize = 3;
@@ -104,6 +107,18 @@ impl Password {
             return Err(PasswordError::TooCommon);
         }
         Ok(Self(SecretString::from(normalized)))
+    }
+
+    /// A password as typed at sign-in, to be checked against a stored hash: normalized like a
+    /// new one, and judged by nothing else (the policy may have changed since the account's
+    /// password was chosen), except a length bound so that no request hashes megabytes.
+    pub fn attempt(raw: &str) -> Result<Self, PasswordError> {
+        if raw.chars().count() > MAX_ATTEMPT_LENGTH {
+            return Err(PasswordError::TooLong {
+                max: MAX_ATTEMPT_LENGTH,
+            });
+        }
+        Ok(Self(SecretString::from(raw.nfkc().collect::<String>())))
     }
 
     /// The normalized password, for hashing only.
@@ -195,6 +210,20 @@ mod tests {
                 &["al"]
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_sign_in_attempt_is_normalized_and_only_bounded_in_length() {
+        let typed = Password::attempt("cafe\u{301}").unwrap();
+        assert_eq!(typed.expose(), "caf\u{e9}");
+        assert!(Password::attempt("").is_ok());
+        assert!(Password::attempt(&"x".repeat(MAX_ATTEMPT_LENGTH)).is_ok());
+        assert_eq!(
+            Password::attempt(&"x".repeat(MAX_ATTEMPT_LENGTH + 1)).unwrap_err(),
+            PasswordError::TooLong {
+                max: MAX_ATTEMPT_LENGTH
+            }
         );
     }
 

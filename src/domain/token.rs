@@ -8,10 +8,6 @@ const TOKEN_BYTES: usize = 32;
 /// Characters of a token in URL-safe base64 without padding.
 const TOKEN_CHARS: usize = 43;
 
-/// A single-use secret sent by email. It exists in clear only on its way to the person: at rest
-/// there is only its [`TokenHash`]. It cannot be printed.
-pub struct ConfirmationToken(String);
-
 /// The SHA-256 of a token, hex-encoded: what the database stores and looks tokens up by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenHash(String);
@@ -21,42 +17,66 @@ pub struct TokenHash(String);
 #[error("The token is malformed.")]
 pub struct TokenParseError;
 
-impl ConfirmationToken {
-    /// A fresh token from the operating system's CSPRNG.
-    pub fn generate() -> Result<Self, getrandom::Error> {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        getrandom::fill(&mut bytes)?;
-        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
-    }
+/// Defines a secret token type: 32 bytes from the OS's CSPRNG, carried as 43 URL-safe base64
+/// characters, stored only as its [`TokenHash`], and never printed. Each use has its own type,
+/// so that a session token cannot be passed where a confirmation token is expected.
+macro_rules! secret_token {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name(String);
 
-    /// Accepts exactly the shape [`generate`](Self::generate) produces: 43 URL-safe base64
-    /// characters that decode to 32 bytes. Surrounding white space from a sloppy copy is ignored.
-    pub fn parse(raw: &str) -> Result<Self, TokenParseError> {
-        let token = raw.trim();
-        if token.len() != TOKEN_CHARS {
-            return Err(TokenParseError);
+        impl $name {
+            /// A fresh token from the operating system's CSPRNG.
+            pub fn generate() -> Result<Self, getrandom::Error> {
+                let mut bytes = [0u8; TOKEN_BYTES];
+                getrandom::fill(&mut bytes)?;
+                Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+            }
+
+            /// Accepts exactly the shape [`generate`](Self::generate) produces: 43 URL-safe
+            /// base64 characters that decode to 32 bytes. Surrounding white space from a sloppy
+            /// copy is ignored.
+            pub fn parse(raw: &str) -> Result<Self, TokenParseError> {
+                let token = raw.trim();
+                if token.len() != TOKEN_CHARS {
+                    return Err(TokenParseError);
+                }
+                match URL_SAFE_NO_PAD.decode(token) {
+                    Ok(bytes) if bytes.len() == TOKEN_BYTES => Ok(Self(token.to_owned())),
+                    _ => Err(TokenParseError),
+                }
+            }
+
+            /// The token in clear, to hand to its holder (in a link, a cookie, a payload).
+            pub fn expose(&self) -> &str {
+                &self.0
+            }
+
+            /// The hash stored in place of the token.
+            pub fn hash(&self) -> TokenHash {
+                TokenHash(hex::encode(Sha256::digest(self.0.as_bytes())))
+            }
         }
-        match URL_SAFE_NO_PAD.decode(token) {
-            Ok(bytes) if bytes.len() == TOKEN_BYTES => Ok(Self(token.to_owned())),
-            _ => Err(TokenParseError),
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "([REDACTED])"))
+            }
         }
-    }
-
-    /// The token in clear, to put in a link.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The hash stored in place of the token.
-    pub fn hash(&self) -> TokenHash {
-        TokenHash(hex::encode(Sha256::digest(self.0.as_bytes())))
-    }
+    };
 }
 
-impl fmt::Debug for ConfirmationToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ConfirmationToken([REDACTED])")
-    }
+secret_token! {
+    /// A single-use secret sent by email. It exists in clear only on its way to the person: at
+    /// rest there is only its [`TokenHash`]. It cannot be printed.
+    ConfirmationToken
+}
+
+secret_token! {
+    /// What a signed-in client presents (in the `admit_session` cookie or as a bearer token).
+    /// It exists in clear only in the sign-in answer and the client's requests: at rest there is
+    /// only its [`TokenHash`]. It cannot be printed.
+    SessionToken
 }
 
 impl TokenHash {
@@ -83,6 +103,12 @@ mod tests {
         let parsed = ConfirmationToken::parse(token.expose()).unwrap();
         assert_eq!(parsed.hash(), token.hash());
         assert_eq!(token.hash().as_str().len(), 64);
+    }
+
+    #[test]
+    fn tokens_never_print() {
+        let token = SessionToken::generate().unwrap();
+        assert_eq!(format!("{token:?}"), "SessionToken([REDACTED])");
     }
 
     #[test]

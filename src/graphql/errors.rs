@@ -13,15 +13,20 @@ use async_graphql::{Context, ErrorExtensions};
 use entity::users;
 use sea_orm::{DbErr, RuntimeErr, sqlx};
 
-use super::types::{
-    Acceptance, ConfirmAccountPayload, ErrorCode, RegisterPayload, ResendConfirmationPayload,
-    UserError,
+use super::{
+    session::{self, CookieChange},
+    types::{
+        Acceptance, ConfirmAccountPayload, ErrorCode, RegisterPayload, ResendConfirmationPayload,
+        RevokeSessionPayload, Session, SessionDelivery, SignInPayload, UserError,
+    },
 };
 use crate::{
     domain::{DisplayNameError, EmailError, PasswordError},
     services::{
         HashError,
         accounts::{ConfirmError, RegisterError, ResendError},
+        sessions::RevokeError,
+        sign_in::{SignInError, SignedIn},
         throttle::{LimitScope, RateLimited},
     },
     state::AppState,
@@ -31,7 +36,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Most costly operations (`register`, `resendConfirmation`, `confirmAccount`) one HTTP request
+/// Most costly operations (`register`, `resendConfirmation`, `confirmAccount`, `signIn`) one HTTP request
 /// may run, counting its batch entries and aliases together: one request cannot ask for more
 /// hashing than one document may.
 pub const MAX_COSTLY_PER_REQUEST: usize = 2;
@@ -61,7 +66,8 @@ pub(super) fn charge_costly(ctx: &Context<'_>) -> async_graphql::Result<()> {
     match ctx.data_opt::<CostlyBudget>() {
         Some(budget) if !budget.take() => Err(async_graphql::Error::new(format!(
             "One HTTP request may run at most {MAX_COSTLY_PER_REQUEST} register, \
-             resendConfirmation or confirmAccount operations, batches and aliases together."
+             resendConfirmation, confirmAccount or signIn operations, batches and aliases \
+             together."
         ))
         .extend_with(|_, ext| ext.set("code", "TOO_MANY_OPERATIONS"))),
         _ => Ok(()),
@@ -171,6 +177,9 @@ fn rate_limited(field: &[&str], limited: RateLimited) -> (u32, UserError) {
         LimitScope::Client => {
             format!("Too many requests came from your network. Try again in {seconds} seconds.")
         }
+        LimitScope::SignIn => {
+            format!("Too many failed sign-ins for this address. Try again in {seconds} seconds.")
+        }
     };
     (seconds, field_error(field, ErrorCode::RateLimited, message))
 }
@@ -219,6 +228,102 @@ pub(super) fn confirm_account_payload(
         retry_after_seconds: None,
         user_errors: vec![error],
     })
+}
+
+/// The answer to `signIn`; a new session's token goes where `delivery` says: into the
+/// cookie (set by the HTTP layer) or, once, into the payload.
+pub(super) fn sign_in_payload(
+    ctx: &Context<'_>,
+    outcome: Result<SignedIn, SignInError>,
+    delivery: SessionDelivery,
+    max_age: std::time::Duration,
+) -> async_graphql::Result<SignInPayload> {
+    let error = match outcome {
+        Ok(signed_in) => {
+            let session_id = signed_in.session.id;
+            let session_token = match delivery {
+                SessionDelivery::Bearer => Some(signed_in.token.expose().to_owned()),
+                SessionDelivery::Cookie => {
+                    session::of(ctx).set_cookie(CookieChange::Set {
+                        token: signed_in.token,
+                        max_age,
+                    });
+                    None
+                }
+            };
+            return Ok(SignInPayload {
+                user: Some(signed_in.user.into()),
+                session: Some(Session::new(signed_in.session, session_id)),
+                session_token,
+                ..SignInPayload::default()
+            });
+        }
+        Err(SignInError::RateLimited(limited)) => {
+            let (seconds, error) = rate_limited(&["input", "email"], limited);
+            return Ok(SignInPayload {
+                retry_after_seconds: Some(seconds),
+                user_errors: vec![error],
+                ..SignInPayload::default()
+            });
+        }
+        Err(SignInError::InvalidCredentials) => invalid_credentials(),
+        Err(SignInError::EmailNotConfirmed) => field_error(
+            &["input", "email"],
+            ErrorCode::EmailNotConfirmed,
+            "Confirm your email address first: open the link in the email we sent you, or ask for a new link."
+                .to_owned(),
+        ),
+        Err(SignInError::Internal(err)) => return Err(internal(ctx, &err)),
+    };
+    Ok(SignInPayload {
+        user_errors: vec![error],
+        ..SignInPayload::default()
+    })
+}
+
+/// The one answer for a wrong address, a wrong password, or both.
+pub(super) fn invalid_credentials() -> UserError {
+    UserError {
+        field: None,
+        message: "The email address or the password is wrong.".to_owned(),
+        code: ErrorCode::InvalidCredentials,
+    }
+}
+
+/// The request carries no valid session.
+pub(super) fn unauthenticated() -> UserError {
+    UserError {
+        field: None,
+        message: "Sign in first: this needs a signed-in session.".to_owned(),
+        code: ErrorCode::Unauthenticated,
+    }
+}
+
+/// The answer to `revokeSession`.
+pub(super) fn revoke_session_payload(
+    ctx: &Context<'_>,
+    outcome: Result<(), RevokeError>,
+) -> async_graphql::Result<RevokeSessionPayload> {
+    match outcome {
+        Ok(()) => Ok(RevokeSessionPayload {
+            revoked: true,
+            user_errors: Vec::new(),
+        }),
+        Err(RevokeError::NotFound) => Ok(RevokeSessionPayload {
+            revoked: false,
+            user_errors: vec![field_error(
+                &["id"],
+                ErrorCode::NotFound,
+                "You have no session with this id.".to_owned(),
+            )],
+        }),
+        Err(RevokeError::Internal(err)) => Err(internal(ctx, &err)),
+    }
+}
+
+/// Logs and masks an unexpected failure of a use case that has no error type of its own.
+pub(super) fn unexpected(ctx: &Context<'_>, err: &anyhow::Error) -> async_graphql::Error {
+    internal(ctx, err)
 }
 
 /// The application state, which every executing schema carries.

@@ -3,19 +3,26 @@
 
 mod errors;
 pub mod limits;
+mod session;
 mod types;
 
-use async_graphql::{Context, EmptySubscription, Object, Schema};
+use async_graphql::{ComplexObject, Context, EmptySubscription, ID, Object, Schema};
 
 use crate::{
-    domain::{ClientNetwork, ConfirmationToken, EmailAddress},
-    services::accounts,
+    domain::{ClientNetwork, ConfirmationToken, EmailAddress, Password},
+    services::{
+        accounts,
+        sessions::{self, Authenticated},
+        sign_in::{self, SignInError, SignInRequest},
+    },
     state::AppState,
 };
 pub use errors::{CostlyBudget, MAX_COSTLY_PER_REQUEST, RequestId};
+pub use session::{CookieChange, Presented, RequestSession};
 use types::{
     Acceptance, ConfirmAccountPayload, PasswordPolicy, RegisterInput, RegisterPayload,
-    ResendConfirmationPayload,
+    ResendConfirmationPayload, RevokeSessionPayload, Session, SessionDelivery, SignInInput,
+    SignInPayload, SignOutPayload, Viewer,
 };
 
 /// admit's operations (one file, several named operations and their fragments): the pages send
@@ -137,6 +144,28 @@ impl Query {
         let state = errors::app_state(ctx)?;
         Ok(state.accounts.password_policy().into())
     }
+
+    /// The signed-in person, from the session cookie or the `Authorization: Bearer` token;
+    /// null when the request carries no valid session. Backends check a request by forwarding
+    /// its cookie or bearer token here.
+    async fn viewer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Viewer>> {
+        Ok(signed_in(ctx).await?.map(Viewer::from))
+    }
+}
+
+#[ComplexObject]
+impl Viewer {
+    /// Every live session of the account, newest first, with `current` marking this one.
+    async fn sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Session>> {
+        let state = errors::app_state(ctx)?;
+        let listed = errors::within_deadline(state, sessions::list(&state.sessions, self.user_id))
+            .await
+            .map_err(|err| errors::unexpected(ctx, &err))?;
+        Ok(listed
+            .into_iter()
+            .map(|session| Session::new(session, self.session_id))
+            .collect())
+    }
 }
 
 /// Operations that change data.
@@ -213,6 +242,142 @@ impl Mutation {
         };
         errors::confirm_account_payload(ctx, outcome)
     }
+
+    /// Signs in to a confirmed account and starts a session, delivered as an `HttpOnly`
+    /// cookie (the default) or, with `delivery: BEARER`, as `sessionToken`. A wrong address
+    /// and a wrong password get the same answer, `INVALID_CREDENTIALS`; `EMAIL_NOT_CONFIRMED`
+    /// comes only with the right password. After five failures in a row for an address, each
+    /// further attempt waits (from 1 s, doubling, at most 15 minutes): `RATE_LIMITED`.
+    #[graphql(complexity = "MUTATION_COST")]
+    async fn sign_in(
+        &self,
+        ctx: &Context<'_>,
+        input: SignInInput,
+    ) -> async_graphql::Result<SignInPayload> {
+        let state = errors::app_state(ctx)?;
+        let delivery = input.delivery.unwrap_or(SessionDelivery::Cookie);
+        let email = match EmailAddress::parse(&input.email) {
+            Ok(email) => email,
+            Err(err) => {
+                return Ok(SignInPayload {
+                    user_errors: vec![errors::invalid_email(&["input", "email"], err)],
+                    ..SignInPayload::default()
+                });
+            }
+        };
+        errors::charge_costly(ctx)?;
+        let outcome = match Password::attempt(&input.password) {
+            // Longer than any password admit accepts: it cannot be right.
+            Err(_) => Err(SignInError::InvalidCredentials),
+            Ok(password) => {
+                let request = SignInRequest {
+                    email,
+                    password,
+                    user_agent: session::of(ctx).user_agent(),
+                };
+                errors::within_deadline(
+                    state,
+                    sign_in::sign_in(&state.sessions, client(ctx), request),
+                )
+                .await
+            }
+        };
+        errors::sign_in_payload(ctx, outcome, delivery, state.sessions.ttl().std())
+    }
+
+    /// Ends the session the request was made with, and clears the session cookie.
+    async fn sign_out(&self, ctx: &Context<'_>) -> async_graphql::Result<SignOutPayload> {
+        let state = errors::app_state(ctx)?;
+        let request = session::of(ctx);
+        if request.presented() == Some(Presented::Cookie) {
+            request.set_cookie(CookieChange::Clear);
+        }
+        let Some(viewer) = signed_in(ctx).await? else {
+            return Ok(SignOutPayload {
+                signed_out: false,
+                user_errors: vec![errors::unauthenticated()],
+            });
+        };
+        let outcome = errors::within_deadline(
+            state,
+            sessions::revoke(&state.sessions, viewer.user.id, viewer.session.id),
+        )
+        .await;
+        request.forget_viewer().await;
+        let payload = errors::revoke_session_payload(ctx, outcome)?;
+        Ok(SignOutPayload {
+            signed_out: payload.revoked,
+            user_errors: payload.user_errors,
+        })
+    }
+
+    /// Ends one of the viewer's own sessions (a lost phone, a shared computer). An id that is
+    /// not one of the viewer's sessions answers `NOT_FOUND` and changes nothing.
+    async fn revoke_session(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The session's `id`, as `viewer.sessions` lists it.")] id: ID,
+    ) -> async_graphql::Result<RevokeSessionPayload> {
+        let state = errors::app_state(ctx)?;
+        let Some(viewer) = signed_in(ctx).await? else {
+            return Ok(RevokeSessionPayload {
+                revoked: false,
+                user_errors: vec![errors::unauthenticated()],
+            });
+        };
+        let outcome = match uuid::Uuid::try_parse(id.as_str()) {
+            Ok(session_id) => {
+                let outcome = errors::within_deadline(
+                    state,
+                    sessions::revoke(&state.sessions, viewer.user.id, session_id),
+                )
+                .await;
+                if outcome.is_ok() && session_id == viewer.session.id {
+                    let request = session::of(ctx);
+                    request.forget_viewer().await;
+                    if request.presented() == Some(Presented::Cookie) {
+                        request.set_cookie(CookieChange::Clear);
+                    }
+                }
+                outcome
+            }
+            Err(_) => Err(sessions::RevokeError::NotFound),
+        };
+        errors::revoke_session_payload(ctx, outcome)
+    }
+
+    /// Ends every session of the viewer except the one the request was made with.
+    async fn revoke_other_sessions(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<RevokeSessionPayload> {
+        let state = errors::app_state(ctx)?;
+        let Some(viewer) = signed_in(ctx).await? else {
+            return Ok(RevokeSessionPayload {
+                revoked: false,
+                user_errors: vec![errors::unauthenticated()],
+            });
+        };
+        errors::within_deadline(
+            state,
+            sessions::revoke_others(&state.sessions, viewer.user.id, viewer.session.id),
+        )
+        .await
+        .map_err(|err| errors::unexpected(ctx, &err))?;
+        Ok(RevokeSessionPayload {
+            revoked: true,
+            user_errors: Vec::new(),
+        })
+    }
+}
+
+/// The request's viewer, if its credential opens a valid session.
+async fn signed_in(ctx: &Context<'_>) -> async_graphql::Result<Option<Authenticated>> {
+    let state = errors::app_state(ctx)?;
+    let request = session::of(ctx);
+    errors::within_deadline(state, session::viewer(state, &request))
+        .await
+        .map_err(|err| errors::unexpected(ctx, &err))
 }
 
 /// The network the request came from; the HTTP layer always provides it, and a schema run

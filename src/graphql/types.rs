@@ -3,11 +3,12 @@
 
 use async_graphql::{Enum, ID, InputObject, SimpleObject};
 use chrono::{DateTime, Utc};
-use entity::users;
+use entity::{sessions, users};
+use uuid::Uuid;
 
 use crate::{
     domain::{self, DisplayName, EmailAddress, Password},
-    services::accounts::NewAccount,
+    services::{accounts::NewAccount, sessions::Authenticated},
 };
 
 /// A person's account.
@@ -166,6 +167,122 @@ pub struct ConfirmAccountPayload {
     pub user_errors: Vec<UserError>,
 }
 
+/// How a new session's token reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum SessionDelivery {
+    /// In an `HttpOnly` cookie (`admit_session`, or `__Host-admit_session` over https) that
+    /// page scripts cannot read; the token is never in the answer. For browsers.
+    Cookie,
+    /// In `sessionToken`, once; send it as `Authorization: Bearer ...`. No cookie is set. For
+    /// native apps and servers.
+    Bearer,
+}
+
+/// What a sign-in form sends.
+#[derive(Debug, InputObject)]
+pub struct SignInInput {
+    /// The address the account was registered with.
+    pub email: String,
+    /// The password, exactly as typed.
+    pub password: String,
+    /// How the session's token should be delivered; `COOKIE` when omitted or null.
+    #[graphql(default_with = "Some(SessionDelivery::Cookie)")]
+    pub delivery: Option<SessionDelivery>,
+}
+
+/// A signed-in device or client.
+#[derive(Debug, SimpleObject)]
+pub struct Session {
+    /// Stable identifier, for `revokeSession`. Not the token: it cannot be used to sign in.
+    pub id: ID,
+    /// When the session was started by a sign-in.
+    pub created_at: DateTime<Utc>,
+    /// When a request last used the session (updated at most once a minute).
+    pub last_seen_at: DateTime<Utc>,
+    /// When the session ends at the latest. It ends sooner when unused for the idle timeout.
+    pub expires_at: DateTime<Utc>,
+    /// The `User-Agent` of the client that signed in (at most 256 characters), to tell
+    /// devices apart.
+    pub user_agent: Option<String>,
+    /// Whether this is the session the request was made with.
+    pub current: bool,
+}
+
+impl Session {
+    /// The API's view of `session`, seen from the session `current`.
+    pub(super) fn new(session: sessions::Model, current: Uuid) -> Self {
+        Self {
+            id: ID(session.id.to_string()),
+            created_at: session.created_at.with_timezone(&Utc),
+            last_seen_at: session.last_seen_at.with_timezone(&Utc),
+            expires_at: session.expires_at.with_timezone(&Utc),
+            user_agent: session.user_agent,
+            current: session.id == current,
+        }
+    }
+}
+
+/// The signed-in person: their account and sessions.
+#[derive(Debug, SimpleObject)]
+#[graphql(complex)]
+pub struct Viewer {
+    /// The account signed in.
+    pub user: User,
+    /// The session this request was made with.
+    pub session: Session,
+    #[graphql(skip)]
+    pub(super) user_id: Uuid,
+    #[graphql(skip)]
+    pub(super) session_id: Uuid,
+}
+
+impl From<Authenticated> for Viewer {
+    fn from(viewer: Authenticated) -> Self {
+        let (user_id, session_id) = (viewer.user.id, viewer.session.id);
+        Self {
+            user: viewer.user.into(),
+            session: Session::new(viewer.session, session_id),
+            user_id,
+            session_id,
+        }
+    }
+}
+
+/// The outcome of `signIn`.
+#[derive(Debug, Default, SimpleObject)]
+pub struct SignInPayload {
+    /// The account signed in; null unless signed in.
+    pub user: Option<User>,
+    /// The new session; null unless signed in.
+    pub session: Option<Session>,
+    /// The session's token, only with `delivery: BEARER` (null for `COOKIE`): returned this
+    /// once, never stored in clear. Send it as `Authorization: Bearer ...`.
+    pub session_token: Option<String>,
+    /// With `RATE_LIMITED`: seconds to wait before trying again.
+    pub retry_after_seconds: Option<u32>,
+    /// Why the sign-in did not go through; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+/// The outcome of `signOut`.
+#[derive(Debug, SimpleObject)]
+pub struct SignOutPayload {
+    /// True when the request's session ended (and its cookie was cleared).
+    pub signed_out: bool,
+    /// `UNAUTHENTICATED` when the request carried no valid session; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+/// The outcome of `revokeSession` and `revokeOtherSessions`.
+#[derive(Debug, SimpleObject)]
+pub struct RevokeSessionPayload {
+    /// True when the session (or the other sessions) ended.
+    pub revoked: bool,
+    /// `UNAUTHENTICATED` without a session, `NOT_FOUND` for an id that is not one of the
+    /// viewer's sessions; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
 /// A problem the person can fix, tied to the input field it concerns.
 #[derive(Debug, Clone, SimpleObject)]
 pub struct UserError {
@@ -198,9 +315,19 @@ pub enum ErrorCode {
     PasswordTooCommon,
     /// The password is only white space, or contains the address or the name.
     PasswordTooWeak,
-    /// Too many emails were requested for this address, or too many requests came from the
-    /// client's network; see `retryAfterSeconds`.
+    /// Too many emails were requested for this address, too many sign-ins failed for it, or
+    /// too many requests came from the client's network; see `retryAfterSeconds`.
     RateLimited,
+    /// No account has this address and password (which of the two is wrong is not said).
+    InvalidCredentials,
+    /// The password is right, but the address was never confirmed: open the confirmation
+    /// email, or ask for a new link with `resendConfirmation`.
+    EmailNotConfirmed,
+    /// The operation needs a signed-in session and the request carried none that is valid.
+    Unauthenticated,
+    /// No such thing among the viewer's own (another account's are not told apart from ones
+    /// that never existed).
+    NotFound,
 }
 
 /// The password rule, for forms to show.

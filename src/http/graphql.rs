@@ -18,7 +18,7 @@ use axum::{
 use serde_json::json;
 
 use super::{HttpState, REQUEST_ID, client::Client};
-use crate::graphql::{CostlyBudget, RequestId, limits};
+use crate::graphql::{CostlyBudget, RequestId, RequestSession, limits};
 
 /// Most operations one batched request may carry.
 pub const MAX_BATCH: usize = 10;
@@ -101,7 +101,14 @@ pub(super) async fn get(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    execute(&http, client, &headers, BatchRequest::Single(request)).await
+    execute(
+        &http,
+        client,
+        &headers,
+        false,
+        BatchRequest::Single(request),
+    )
+    .await
 }
 
 /// `POST /graphql`: a JSON request or a batch of them.
@@ -119,7 +126,7 @@ pub(super) async fn post(
         );
     }
     match decode_post(&body) {
-        Ok(batch) => execute(&http, client, &headers, batch).await,
+        Ok(batch) => execute(&http, client, &headers, true, batch).await,
         Err(refusal) => refusal.into_response(),
     }
 }
@@ -196,10 +203,13 @@ impl GetParams {
     }
 }
 
+/// Runs `batch`; `json_post` says whether it came as a JSON POST, the only kind of request in
+/// which the session cookie counts.
 async fn execute(
     http: &HttpState,
     client: crate::domain::ClientNetwork,
     headers: &HeaderMap,
+    json_post: bool,
     batch: BatchRequest,
 ) -> Response {
     if batch.iter().any(|request| request.query.trim().is_empty()) {
@@ -224,10 +234,16 @@ async fn execute(
                 .unwrap_or("other")
         })
         .collect();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let session = RequestSession::new(http.cookies.credential(headers, json_post), user_agent);
     let batch = batch
         .data(RequestId(request_id))
         .data(client)
-        .data(CostlyBudget::per_request());
+        .data(CostlyBudget::per_request())
+        .data(session.clone());
     let media = response_type(headers);
     let started = std::time::Instant::now();
     let responses = match http.schema.execute_batch(batch).await {
@@ -249,13 +265,20 @@ async fn execute(
             (status, body)
         })
         .collect();
-    if shaped.len() == 1 && !is_batch {
+    let mut response = if shaped.len() == 1 && !is_batch {
         let (status, body) = shaped.remove(0);
         json_response(status, &body, media)
     } else {
         let bodies: Vec<_> = shaped.into_iter().map(|(_, body)| body).collect();
         json_response(StatusCode::OK, &bodies, media)
+    };
+    if let Some(cookie) = session
+        .cookie_change()
+        .and_then(|change| http.cookies.set_cookie(change))
+    {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
+    response
 }
 
 /// How one operation ended, for the metrics: `ok`, `request_error` (did not parse or

@@ -5,6 +5,7 @@ mod client;
 mod graphql;
 mod pages;
 mod server;
+mod session;
 
 use std::{
     sync::{
@@ -57,6 +58,7 @@ struct HttpState {
     trusted_proxies: Arc<[IpNet]>,
     readiness: Readiness,
     ide: bool,
+    cookies: Arc<session::CookiePolicy>,
 }
 
 /// Whether the process should be sent new work: false once shutdown has begun, so that a
@@ -88,8 +90,15 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
     }
     let body_timeout = state.http.body_timeout;
     let ide = state.http.ide;
+    let mut cookie_origins = state.http.cors_origins.clone();
+    cookie_origins.extend(HeaderValue::from_str(&state.public_origin).ok());
+    let cookies = Arc::new(session::CookiePolicy::new(
+        state.secure_cookies,
+        cookie_origins,
+    ));
     let http = HttpState {
         ide,
+        cookies,
         trusted_proxies: state.http.trusted_proxies.clone().into(),
         schema,
         app: state,
@@ -159,7 +168,7 @@ fn cors(origins: Vec<HeaderValue>) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE, header::ACCEPT])
+        .allow_headers([header::CONTENT_TYPE, header::ACCEPT, header::AUTHORIZATION])
         .allow_credentials(true)
         .max_age(Duration::from_secs(600))
 }

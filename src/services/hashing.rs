@@ -41,7 +41,32 @@ pub enum HashError {
 struct Job {
     queued_at: std::time::Instant,
     password: Password,
-    reply: oneshot::Sender<Result<String, HashError>>,
+    task: Task,
+}
+
+/// What a worker is asked to do with a password.
+enum Task {
+    /// A fresh hash: its PHC string.
+    Hash(oneshot::Sender<Result<String, HashError>>),
+    /// A check against a stored PHC string, or against nothing (an unknown account), which
+    /// costs the same and never matches.
+    Verify(
+        Option<String>,
+        oneshot::Sender<Result<Verification, HashError>>,
+    ),
+}
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The password is not the one the hash was made from (or there was no hash).
+    Mismatch,
+    /// The password is right. `rehash` is true when the stored hash was made with other
+    /// parameters than the current ones, so it should be replaced by a fresh hash.
+    Match {
+        /// The stored hash is out of date.
+        rehash: bool,
+    },
 }
 
 /// Computes Argon2id hashes (the argon2 crate's defaults: OWASP's m = 19 MiB, t = 2, p = 1) on
@@ -73,11 +98,34 @@ impl PasswordHasher {
     /// when the queue is full.
     pub async fn hash(&self, password: Password) -> Result<String, HashError> {
         let (reply, answer) = oneshot::channel();
+        self.submit(password, Task::Hash(reply))?;
+        answer
+            .await
+            .map_err(|_| HashError::Failed("a hashing thread stopped".to_owned()))?
+    }
+
+    /// Checks `password` against the PHC string `stored`. With `None` (no such account) the
+    /// same work is done against a dummy, so that the time taken does not tell whether an
+    /// account exists. A stored string that does not parse never matches.
+    pub async fn verify(
+        &self,
+        password: Password,
+        stored: Option<String>,
+    ) -> Result<Verification, HashError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(password, Task::Verify(stored, reply))?;
+        answer
+            .await
+            .map_err(|_| HashError::Failed("a hashing thread stopped".to_owned()))?
+    }
+
+    /// Queues a job, or answers `Busy` at once when the queue is full.
+    fn submit(&self, password: Password, task: Task) -> Result<(), HashError> {
         self.jobs
             .try_send(Job {
                 queued_at: std::time::Instant::now(),
                 password,
-                reply,
+                task,
             })
             .map_err(|err| match err {
                 TrySendError::Full(_) => {
@@ -87,10 +135,7 @@ impl PasswordHasher {
                 TrySendError::Disconnected(_) => {
                     HashError::Failed("the hashing threads are gone".to_owned())
                 }
-            })?;
-        answer
-            .await
-            .map_err(|_| HashError::Failed("a hashing thread stopped".to_owned()))?
+            })
     }
 
     /// How many hashes have been computed since start: lets tests and metrics see that a
@@ -122,10 +167,19 @@ fn work(inbox: &Receiver<Job>, completed: &AtomicU64) {
         if memory.is_empty() {
             memory = vec![Block::default(); params.block_count()];
         }
-        let result = hash_into(&params, &job.password, &mut memory);
-        completed.fetch_add(1, Ordering::Relaxed);
         // The requester may have gone (its client disconnected); nothing to do then.
-        let _ = job.reply.send(result);
+        match job.task {
+            Task::Hash(reply) => {
+                let result = hash_into(&params, &job.password, &mut memory);
+                completed.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(result);
+            }
+            Task::Verify(stored, reply) => {
+                let result = verify_into(&params, &job.password, stored.as_deref(), &mut memory);
+                completed.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(result);
+            }
+        }
     }
 }
 
@@ -164,6 +218,88 @@ fn hash_into(
     Ok(hash.to_string())
 }
 
+/// A stored hash taken apart: what recomputing it needs.
+struct Stored {
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    salt: Vec<u8>,
+    output: Output,
+}
+
+impl Stored {
+    fn parse(phc: &str) -> Option<Self> {
+        let hash = PasswordHash::new(phc).ok()?;
+        let algorithm = Algorithm::try_from(hash.algorithm.as_str()).ok()?;
+        let version = hash
+            .version
+            .map_or(Ok(Version::V0x10), Version::try_from)
+            .ok()?;
+        let params = Params::try_from(&hash).ok()?;
+        let salt = hash.salt?.as_ref().to_vec();
+        let output = hash.hash?;
+        Some(Self {
+            algorithm,
+            version,
+            params,
+            salt,
+            output,
+        })
+    }
+}
+
+/// Recomputes the stored hash from `password` and compares in constant time. Without a usable
+/// stored hash the same computation runs with the current parameters and a fixed salt, and the
+/// answer is a mismatch.
+fn verify_into(
+    current: &Params,
+    password: &Password,
+    stored: Option<&str>,
+    memory: &mut Vec<Block>,
+) -> Result<Verification, HashError> {
+    let failed = |err: &dyn std::fmt::Display| HashError::Failed(err.to_string());
+    let Some(stored) = stored.and_then(Stored::parse) else {
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, current.clone());
+        let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        argon2
+            .hash_password_into_with_memory(
+                password.expose().as_bytes(),
+                &[0u8; SALT_BYTES],
+                &mut output,
+                &mut memory[..],
+            )
+            .map_err(|err| failed(&err))?;
+        return Ok(Verification::Mismatch);
+    };
+    if memory.len() < stored.params.block_count() {
+        // An older, costlier hash: grow this worker's memory to it (given back when idle).
+        memory.resize(stored.params.block_count(), Block::default());
+    }
+    let argon2 = Argon2::new(stored.algorithm, stored.version, stored.params.clone());
+    let mut output = vec![0u8; stored.output.len()];
+    argon2
+        .hash_password_into_with_memory(
+            password.expose().as_bytes(),
+            &stored.salt,
+            &mut output,
+            &mut memory[..],
+        )
+        .map_err(|err| failed(&err))?;
+    // `Output`'s equality is constant-time.
+    if Output::new(&output).map_err(|err| failed(&err))? != stored.output {
+        return Ok(Verification::Mismatch);
+    }
+    let rehash = stored.algorithm != Algorithm::Argon2id
+        || stored.version != Version::V0x13
+        || (
+            stored.params.m_cost(),
+            stored.params.t_cost(),
+            stored.params.p_cost(),
+        ) != (current.m_cost(), current.t_cost(), current.p_cost())
+        || stored.output.len() != Params::DEFAULT_OUTPUT_LEN;
+    Ok(Verification::Match { rehash })
+}
+
 #[cfg(test)]
 mod tests {
     use argon2::{PasswordVerifier, password_hash::phc::PasswordHash};
@@ -199,6 +335,60 @@ mod tests {
             );
         }
         assert_eq!(hasher.completed(), 2);
+    }
+
+    #[tokio::test]
+    async fn verification_matches_only_the_right_password_and_flags_old_parameters() {
+        let hasher = PasswordHasher::new(1, 4).unwrap();
+        let parse = |raw: &str| Password::parse(raw, PasswordPolicy::default(), &[]).unwrap();
+        let stored = hasher
+            .hash(parse("correct horse battery staple"))
+            .await
+            .unwrap();
+        let right = hasher
+            .verify(parse("correct horse battery staple"), Some(stored.clone()))
+            .await
+            .unwrap();
+        assert_eq!(right, Verification::Match { rehash: false });
+        let wrong = hasher
+            .verify(parse("correct horse battery stapler"), Some(stored))
+            .await
+            .unwrap();
+        assert_eq!(wrong, Verification::Mismatch);
+        let nothing = hasher
+            .verify(parse("correct horse battery staple"), None)
+            .await
+            .unwrap();
+        assert_eq!(nothing, Verification::Mismatch);
+        let garbage = hasher
+            .verify(
+                parse("correct horse battery staple"),
+                Some("$2b$10$x".to_owned()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(garbage, Verification::Mismatch);
+
+        // A hash made with other (here: cheaper and costlier) parameters still verifies, and
+        // asks to be replaced.
+        for params in [
+            Params::new(8 * 1024, 3, 1, None).unwrap(),
+            Params::new(32 * 1024, 2, 1, None).unwrap(),
+        ] {
+            let old = argon2::PasswordHasher::hash_password_with_salt(
+                &Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+                b"correct horse battery staple",
+                b"0123456789abcdef",
+            )
+            .unwrap()
+            .to_string();
+            let outcome = hasher
+                .verify(parse("correct horse battery staple"), Some(old))
+                .await
+                .unwrap();
+            assert_eq!(outcome, Verification::Match { rehash: true });
+        }
+        assert_eq!(hasher.completed(), 7);
     }
 
     #[tokio::test]

@@ -5,6 +5,8 @@ pub mod accounts;
 pub mod client_budget;
 mod hashing;
 pub mod purge;
+pub mod sessions;
+pub mod sign_in;
 pub mod throttle;
 
-pub use hashing::{HashError, PasswordHasher};
+pub use hashing::{HashError, PasswordHasher, Verification};

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use entity::{mail_throttle_clients, mail_throttles, outbox_messages, users, verification_tokens};
+use entity::{
+    mail_throttle_clients, mail_throttles, outbox_messages, sessions, users, verification_tokens,
+};
 use sea_orm::{ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use tokio::sync::watch;
 
@@ -21,6 +23,8 @@ pub struct PurgeReport {
     pub throttles: u64,
     /// Sent and dead mail older than the mail retention.
     pub mails: u64,
+    /// Sessions past their expiry or idle timeout.
+    pub sessions: u64,
 }
 
 /// How long things are kept.
@@ -34,6 +38,8 @@ pub struct Retention {
     pub cooldown: TimeDelta,
     /// Sent and dead mail is kept this long (to answer "did it go out?"), then removed.
     pub mail: TimeDelta,
+    /// A session unused this long is over (expired ones are over anyway).
+    pub session_idle: TimeDelta,
 }
 
 /// Removes never-confirmed accounts older than the retention, tokens expired longer than it,
@@ -67,7 +73,17 @@ pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<Purg
             .exec(db)
             .await?
             .rows_affected
-        + super::client_budget::purge(db).await?;
+        + super::client_budget::purge(db).await?
+        + super::sign_in::purge(db).await?;
+    let sessions = sessions::Entity::delete_many()
+        .filter(
+            Condition::any()
+                .add(sessions::Column::ExpiresAt.lte(now))
+                .add(sessions::Column::LastSeenAt.lte(now - retention.session_idle)),
+        )
+        .exec(db)
+        .await?
+        .rows_affected;
     let mails = outbox_messages::Entity::delete_many()
         .filter(
             Condition::any()
@@ -82,6 +98,7 @@ pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<Purg
         tokens,
         throttles,
         mails,
+        sessions,
     })
 }
 
@@ -100,6 +117,7 @@ pub async fn run_periodically(
                     tokens = report.tokens,
                     throttles = report.throttles,
                     mails = report.mails,
+                    sessions = report.sessions,
                     "purged"
                 );
             }

@@ -54,6 +54,8 @@ pub enum LimitScope {
     Address,
     /// Costly requests from one client network.
     Client,
+    /// Failed sign-ins to one address.
+    SignIn,
 }
 
 impl RateLimited {

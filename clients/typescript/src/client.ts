@@ -6,8 +6,13 @@ import {
   PasswordPolicyDocument,
   RegisterDocument,
   ResendConfirmationDocument,
+  RevokeSessionDocument,
+  SignInDocument,
+  SignOutDocument,
+  ViewerDocument,
   type ErrorCode,
   type RegisterInput,
+  type ViewerQuery,
 } from "./gql/graphql";
 import type { TypedDocumentString } from "./gql/graphql";
 
@@ -25,8 +30,29 @@ export type ConfirmOutcome =
   | { kind: "confirmed"; email: string; confirmedAt: string | null }
   | { kind: "expired" | "superseded" | "invalid"; message: string };
 
+/** What a sign-in form needs to know after submitting. */
+export type SignInOutcome =
+  | { kind: "signedIn"; email: string; sessionToken: string | null }
+  | { kind: "invalidCredentials" | "emailNotConfirmed" | "invalid"; message: string }
+  | { kind: "rateLimited"; retryAfterSeconds: number; message: string };
+
+/** The signed-in person, or null. */
+export type Viewer = ViewerQuery["viewer"];
+
+/**
+ * Browsers: `new AdmitClient("https://id.example.com/graphql")` and sign in with the default
+ * cookie delivery; the `HttpOnly` cookie rides along on every call (`credentials: "include"`),
+ * and page scripts never see the token.
+ *
+ * Native apps and servers: sign in with `signIn(email, password, "BEARER")`, keep the returned
+ * `sessionToken` in the platform's secure storage, and make a client with it:
+ * `new AdmitClient(endpoint, sessionToken)` sends `Authorization: Bearer ...` on every call.
+ */
 export class AdmitClient {
-  constructor(private readonly endpoint: string) {}
+  constructor(
+    private readonly endpoint: string,
+    private readonly sessionToken?: string,
+  ) {}
 
   private async execute<TResult, TVariables>(
     document: TypedDocumentString<TResult, TVariables>,
@@ -37,8 +63,9 @@ export class AdmitClient {
       headers: {
         "Content-Type": "application/json",
         Accept: "application/graphql-response+json, application/json",
+        ...(this.sessionToken ? { Authorization: `Bearer ${this.sessionToken}` } : {}),
       },
-      credentials: "include",
+      credentials: this.sessionToken ? "omit" : "include",
       body: JSON.stringify({ query: document.toString(), variables }),
     });
     const body = (await response.json()) as { data?: TResult; errors?: { message: string }[] };
@@ -93,5 +120,43 @@ export class AdmitClient {
       accepted: resendConfirmation.accepted,
       retryAfterSeconds: resendConfirmation.retryAfterSeconds ?? null,
     };
+  }
+
+  /** Signs in; with "COOKIE" (browsers) the session is a cookie, with "BEARER" a token to keep. */
+  async signIn(email: string, password: string, delivery: "COOKIE" | "BEARER" = "COOKIE"): Promise<SignInOutcome> {
+    const { signIn } = await this.execute(SignInDocument, { input: { email, password, delivery } });
+    if (signIn.user) {
+      return { kind: "signedIn", email: signIn.user.email, sessionToken: signIn.sessionToken ?? null };
+    }
+    const [error] = signIn.userErrors;
+    const message = error?.message ?? "Signing in did not work.";
+    switch (error?.code) {
+      case "RATE_LIMITED":
+        return { kind: "rateLimited", retryAfterSeconds: signIn.retryAfterSeconds ?? 1, message };
+      case "INVALID_CREDENTIALS":
+        return { kind: "invalidCredentials", message };
+      case "EMAIL_NOT_CONFIRMED":
+        return { kind: "emailNotConfirmed", message };
+      default:
+        return { kind: "invalid", message };
+    }
+  }
+
+  /** The signed-in person with their sessions, or null when not signed in. */
+  async viewer(): Promise<Viewer> {
+    const { viewer } = await this.execute(ViewerDocument, {});
+    return viewer;
+  }
+
+  /** Ends this session (and clears the cookie). */
+  async signOut(): Promise<boolean> {
+    const { signOut } = await this.execute(SignOutDocument, {});
+    return signOut.signedOut;
+  }
+
+  /** Ends one of the viewer's sessions, e.g. a lost phone's. */
+  async revokeSession(id: string): Promise<boolean> {
+    const { revokeSession } = await this.execute(RevokeSessionDocument, { id });
+    return revokeSession.revoked;
   }
 }
