@@ -283,17 +283,42 @@ impl TestApp {
     /// source the pages and the typed client use too) and returns `data`, failing the test on
     /// any error.
     pub async fn operation(&self, name: &str, variables: Value) -> Value {
-        let response = self
-            .http
-            .post(self.url("/graphql"))
-            .json(&json!({ "query": admit::graphql::operation_document(name).expect("a shared operation"), "operationName": name, "variables": variables }))
-            .send()
+        self.operation_with(&self.http, name, variables, &[])
             .await
-            .expect("POST /graphql");
+            .1
+    }
+
+    /// Runs shared operation `name` from `client` with extra request `headers` (a cookie, a
+    /// bearer token, an origin); returns the answer's headers and `data`, failing the test on
+    /// any error.
+    pub async fn operation_with(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        variables: Value,
+        headers: &[(&str, &str)],
+    ) -> (reqwest::header::HeaderMap, Value) {
+        let mut request = client.post(self.url("/graphql")).json(&json!({
+            "query": admit::graphql::operation_document(name).expect("a shared operation"),
+            "operationName": name,
+            "variables": variables,
+        }));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("POST /graphql");
         assert_eq!(response.status(), 200);
+        let headers = response.headers().clone();
         let body: Value = response.json().await.expect("JSON body");
         assert!(body.get("errors").is_none(), "unexpected errors: {body}");
-        body["data"].clone()
+        (headers, body["data"].clone())
+    }
+
+    /// Registers `email` with the default password and confirms it from the mailed link.
+    pub async fn confirmed_account(&self, email: &str) {
+        let token = self.register_and_read_mail(email).await.token();
+        let confirmed = self.confirm(&token).await;
+        assert_eq!(confirmed["user"]["confirmed"], true, "{confirmed}");
     }
 
     /// Registers `email` with the default password and returns the email it was sent.

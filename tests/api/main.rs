@@ -18,5 +18,6 @@ mod process;
 mod purge;
 mod register;
 mod schema;
+mod sign_in;
 mod smtp;
 mod takeover;
