@@ -86,7 +86,10 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
     }
     let mut router = Router::new();
     if state.http.demo_pages {
-        router = router.route("/", get(pages::signup));
+        router = router
+            .route("/", get(pages::signup))
+            .route("/signin", get(pages::signin))
+            .route("/account", get(pages::account));
     }
     let body_timeout = state.http.body_timeout;
     let ide = state.http.ide;

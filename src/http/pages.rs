@@ -151,6 +151,20 @@ static SIGNUP: LazyLock<Page> = LazyLock::new(|| {
     )
 });
 
+static SIGNIN: LazyLock<Page> = LazyLock::new(|| {
+    Page::new(
+        include_str!("pages/signin.html"),
+        include_str!("pages/signin.js"),
+    )
+});
+
+static ACCOUNT: LazyLock<Page> = LazyLock::new(|| {
+    Page::new(
+        include_str!("pages/account.html"),
+        include_str!("pages/account.js"),
+    )
+});
+
 fn sha256_source(content: &str) -> String {
     format!(
         "sha256-{}",
@@ -167,6 +181,16 @@ pub(super) async fn confirm() -> Response {
 /// `GET /`: the demo sign-up form (unless `ADMIT_DEMO_PAGES=false`).
 pub(super) async fn signup() -> Response {
     SIGNUP.respond()
+}
+
+/// `GET /signin`: the demo sign-in form; the session becomes an `HttpOnly` cookie.
+pub(super) async fn signin() -> Response {
+    SIGNIN.respond()
+}
+
+/// `GET /account`: the demo account page: the viewer's address and sessions, sign-out.
+pub(super) async fn account() -> Response {
+    ACCOUNT.respond()
 }
 
 /// GraphiQL, for `GET /graphql` from a browser (unless `ADMIT_IDE=false`).

@@ -354,3 +354,104 @@ async fn graphiql_renders_under_its_policy_from_the_pinned_assets() {
         seen.0
     );
 }
+
+#[tokio::test]
+async fn a_newcomer_signs_up_confirms_signs_in_sees_their_sessions_and_signs_out() {
+    if !crate::helpers::browser_ready() {
+        return;
+    }
+    let app = TestApp::spawn_with(Backend::Sqlite, &["--resend-cooldown", "0s"]).await;
+
+    // Sign up, then try to sign in before confirming: the page says so and offers a new link.
+    let early = browse(json!([
+        { "goto": app.url("/"), "size": "390x844" },
+        { "waitState": ["ready"] },
+        { "fill": "#email", "value": "reader@example.com" },
+        { "fill": "#password", "value": PASSWORD },
+        { "click": "#submit" },
+        { "waitState": ["sent"] },
+        { "click": "a[href=signin]" },
+        { "waitFor": "#signin" },
+        { "fill": "#email", "value": "reader@example.com" },
+        { "fill": "#password", "value": PASSWORD },
+        { "click": "#submit" },
+        { "waitState": ["not-confirmed", "invalid-credentials", "invalid", "error"] },
+        { "read": "#form-error", "as": "error" },
+        { "screenshot": "signin-not-confirmed" },
+        { "click": "#resend-submit" },
+        { "waitState": ["resent", "resend-refused", "error"] },
+        { "read": "#resend-message", "as": "resent" },
+    ]))
+    .await;
+    assert_eq!(early.state(), "resent", "{}", early.read("error"));
+    assert!(
+        early.read("error").contains("not confirmed"),
+        "{}",
+        early.read("error")
+    );
+    let mails = app.smtp.wait_for(2).await;
+    let link = mails.last().expect("the new link").link();
+
+    let seen = browse(json!([
+        { "goto": link, "size": "390x844" },
+        { "click": "#confirm" },
+        { "waitState": ["confirmed"] },
+        { "goto": app.url("/signin") },
+        { "fill": "#email", "value": "reader@example.com" },
+        { "fill": "#password", "value": "not the password at all" },
+        { "click": "#submit" },
+        { "waitState": ["invalid-credentials", "not-confirmed", "invalid", "error"] },
+        { "read": "#form-error", "as": "wrong" },
+        { "screenshot": "signin-wrong-password" },
+        { "fill": "#password", "value": PASSWORD },
+        { "click": "#submit" },
+        { "waitFor": "body[data-state=signed-in] #account" },
+        { "read": "#email", "as": "email" },
+        { "read": "#sessions", "as": "sessions" },
+        { "eval": "document.cookie", "as": "script-cookie" },
+        { "cookies": "cookies" },
+        { "screenshot": "account-signed-in" },
+        { "click": "#signout" },
+        { "waitState": ["signed-out", "error"] },
+        { "read": "#message", "as": "after" },
+        { "screenshot": "account-signed-out" },
+        { "goto": app.url("/account") },
+        { "waitState": ["signed-out", "signed-in", "error"] },
+        { "read": "#message", "as": "reload" },
+    ]))
+    .await;
+
+    assert!(
+        seen.read("wrong").contains("do not match"),
+        "{}",
+        seen.read("wrong")
+    );
+    assert_eq!(seen.read("email"), "reader@example.com");
+    assert!(
+        seen.read("sessions").contains("(this device)"),
+        "{}",
+        seen.read("sessions")
+    );
+    assert!(seen.read("sessions").contains("Sign out this device"));
+    assert_eq!(
+        seen.read("script-cookie"),
+        "",
+        "page scripts must not see the session"
+    );
+    let cookies = &seen.0["reads"]["cookies"];
+    assert_eq!(
+        cookies,
+        &json!([{ "name": "admit_session", "httpOnly": true, "sameSite": "Lax" }]),
+        "while signed in"
+    );
+    assert_eq!(seen.read("after"), "You are signed out.");
+    assert_eq!(seen.state(), "signed-out");
+    assert_eq!(seen.read("reload"), "You are not signed in.");
+    assert!(
+        entity::sessions::Entity::find()
+            .all(&app.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

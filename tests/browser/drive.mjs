@@ -3,6 +3,8 @@
 // Steps: {"goto": url, "size": "390x844"?} {"fill": selector, "value": text} {"click": selector}
 //        {"waitState": [states]} {"wait": ms} {"read": selector, "as": key} {"visible": selector, "as": key}
 //        {"offline": true|false} {"screenshot": name} {"waitFor": selector}
+//        {"eval": "document.cookie", "as": key}: what page scripts see
+//        {"cookies": key}: the browser's cookies for the page, with their flags
 //        {"mirror": "https://unpkg.com/"}: answer that CDN from the npm packages installed here
 //        (this machine reaches no CDN); Subresource Integrity is still checked by the browser
 // Output: {state, reads, posts, external, mirrored, consoleErrors}
@@ -78,6 +80,11 @@ try {
             "access-control-allow-origin": "*" },
         });
       });
+    } else if (step.eval) {
+      seen.reads[step.as] = await page.evaluate(step.eval);
+    } else if (step.cookies) {
+      seen.reads[step.cookies] = (await context.cookies(page.url()))
+        .map((cookie) => ({ name: cookie.name, httpOnly: cookie.httpOnly, sameSite: cookie.sameSite }));
     } else if (step.waitFor) {
       await page.waitForSelector(step.waitFor, { timeout: 15000 });
     } else if (step.screenshot) {

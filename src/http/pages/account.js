@@ -1,0 +1,92 @@
+(function () {
+  "use strict";
+  var message = document.getElementById("message");
+  var account = document.getElementById("account");
+  var list = document.getElementById("sessions");
+
+  function state(name) { document.body.setAttribute("data-state", name); }
+
+  function when(iso) {
+    return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  }
+
+  function signedOut(text) {
+    account.hidden = true;
+    message.textContent = text;
+    document.getElementById("signin-link").hidden = false;
+    state("signed-out");
+  }
+
+  function failed() {
+    message.textContent = "We could not reach the server. Check your connection and reload the page.";
+    state("error");
+  }
+
+  function device(session) {
+    var item = document.createElement("li");
+    var what = document.createElement("span");
+    what.className = "device";
+    what.textContent = (session.userAgent || "Unknown device") + (session.current ? " (this device)" : "");
+    var since = document.createElement("span");
+    since.className = "hint";
+    since.textContent = "Signed in " + when(session.createdAt) + ", last active " + when(session.lastSeenAt);
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary";
+    button.textContent = "Sign out this device";
+    button.setAttribute("data-session", session.id);
+    button.addEventListener("click", function () {
+      button.disabled = true;
+      callAdmit("RevokeSession", { id: session.id })
+        .then(function (body) {
+          if (session.current) {
+            signedOut("You are signed out.");
+          } else if (body.data.revokeSession.revoked) {
+            load();
+          } else {
+            button.disabled = false;
+            message.textContent = body.data.revokeSession.userErrors[0].message;
+          }
+        })
+        .catch(failed);
+    });
+    item.appendChild(what);
+    item.appendChild(since);
+    item.appendChild(button);
+    return item;
+  }
+
+  function load() {
+    callAdmit("Viewer")
+      .then(function (body) {
+        var viewer = body.data.viewer;
+        if (!viewer) {
+          signedOut("You are not signed in.");
+          return;
+        }
+        document.getElementById("email").textContent = viewer.user.email;
+        document.getElementById("confirmed").textContent =
+          viewer.user.confirmedAt ? when(viewer.user.confirmedAt) : "not yet";
+        while (list.firstChild) { list.removeChild(list.firstChild); }
+        viewer.sessions.forEach(function (session) { list.appendChild(device(session)); });
+        message.textContent = "Signed in as " + viewer.user.email + ".";
+        account.hidden = false;
+        state("signed-in");
+      })
+      .catch(failed);
+  }
+
+  document.getElementById("signout").addEventListener("click", function () {
+    callAdmit("SignOut")
+      .then(function (body) {
+        if (body.data.signOut.signedOut) {
+          signedOut("You are signed out.");
+        } else {
+          signedOut("You were not signed in.");
+        }
+      })
+      .catch(failed);
+  });
+
+  load();
+})();
