@@ -143,7 +143,7 @@ pub struct HttpSettings {
     #[arg(long, env = "ADMIT_IDE", default_value_t = true, action = clap::ArgAction::Set)]
     pub ide: bool,
 
-    /// Whether `GET /` serves the demo sign-up page.
+    /// Whether the demo pages are served: sign-up at `/`, `/signin` and `/account`.
     #[arg(long, env = "ADMIT_DEMO_PAGES", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo_pages: bool,
 
@@ -298,8 +298,8 @@ pub struct AccountSettings {
     #[arg(long, env = "ADMIT_HASH_QUEUE")]
     pub hash_queue: Option<NonZeroUsize>,
 
-    /// Costly requests (register, resendConfirmation, confirmAccount) one client network (an
-    /// IPv4 address or an IPv6 /64) may make per minute; 0 turns the budget off.
+    /// Costly requests (register, resendConfirmation, confirmAccount, signIn) one client
+    /// network (an IPv4 address or an IPv6 /64) may make per minute; 0 turns the budget off.
     #[arg(long, env = "ADMIT_IP_RATE_LIMIT", default_value_t = 120)]
     pub ip_rate_limit: u32,
 }

@@ -7,10 +7,15 @@
 //! `resend-timing`: `resendConfirmation` for unknown, unconfirmed and confirmed addresses,
 //! interleaved, median time per class: the three must not be told apart.
 //!
+//! `sign-in-timing`: `signIn` for an unknown address and for a known address with a wrong
+//! password, interleaved, median time per class: the two must not be told apart. The right
+//! password is measured alongside, for scale.
+//!
 //! ```sh
 //! cargo build --release -p admit -p admit-bench
 //! target/release/admit-bench memory --signups 500
 //! target/release/admit-bench resend-timing --per-class 100
+//! target/release/admit-bench sign-in-timing --per-class 100
 //! ```
 
 use std::{
@@ -48,8 +53,9 @@ async fn main() -> anyhow::Result<()> {
     match scenario.as_str() {
         "memory" => memory(&admit, signups).await,
         "resend-timing" => resend_timing(&admit, per_class).await,
+        "sign-in-timing" => sign_in_timing(&admit, per_class).await,
         _ => bail!(
-            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N]  [--admit PATH]"
+            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N]  [--admit PATH]"
         ),
     }
 }
@@ -250,6 +256,71 @@ fn mailed_tokens(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
     Ok(found)
 }
 
+/// The password every benchmark account has.
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Signs up `emails` and, with `confirm`, confirms each from its mailed link.
+async fn sign_up(
+    admit: &Admit,
+    client: &reqwest::Client,
+    url: &str,
+    emails: &[String],
+    confirm: bool,
+) -> anyhow::Result<()> {
+    let register = "mutation($input: RegisterInput!) { register(input: $input) { accepted } }";
+    for email in emails {
+        let input = json!({ "input": { "email": email, "password": PASSWORD } });
+        let answer = graphql(client, url, register, input).await?;
+        if answer["data"]["register"]["accepted"] != true {
+            bail!("sign-up refused: {answer}");
+        }
+    }
+    if !confirm {
+        return Ok(());
+    }
+    let mail_dir = admit._dir.path().join("mail");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tokens = loop {
+        let tokens: Vec<(String, String)> = mailed_tokens(&mail_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(to, _)| emails.contains(to))
+            .collect();
+        if tokens.len() >= emails.len() {
+            break tokens;
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {} mails arrived", tokens.len(), emails.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let confirm =
+        "mutation($token: String!) { confirmAccount(token: $token) { user { confirmed } } }";
+    for (to, token) in &tokens {
+        let answer = graphql(client, url, confirm, json!({ "token": token })).await?;
+        if answer["data"]["confirmAccount"]["user"]["confirmed"] != true {
+            bail!("{to} not confirmed: {answer}");
+        }
+    }
+    Ok(())
+}
+
+/// Prints the median of each class against the fastest, as a Markdown table.
+fn print_medians(what: &str, classes: &[&str], samples: &mut [Vec<Duration>], per_class: usize) {
+    let medians: Vec<Duration> = samples.iter_mut().map(|s| median(s)).collect();
+    let fastest = medians.iter().min().copied().unwrap_or_default();
+    println!("| class | median {what} | vs fastest |");
+    println!("|---|---|---|");
+    for (class, median) in classes.iter().zip(&medians) {
+        println!(
+            "| {class} | {:.2} ms | {:.3} |",
+            median.as_secs_f64() * 1000.0,
+            median.as_secs_f64() / fastest.as_secs_f64()
+        );
+    }
+    println!("({per_class} requests per class, interleaved)");
+}
+
 fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -268,37 +339,15 @@ async fn resend_timing(binary: &Path, per_class: usize) -> anyhow::Result<()> {
     .await?;
     let client = reqwest::Client::new();
     let url = format!("http://{}/graphql", admit.listen);
-    let register = "mutation($input: RegisterInput!) { register(input: $input) { accepted } }";
-    // Unconfirmed and (to be) confirmed accounts; unknown addresses need nothing.
-    for i in 0..per_class {
-        for class in ["pending", "confirmed"] {
-            let input = json!({ "input": { "email": format!("{class}{i}@bench.test"), "password": "correct horse battery staple" } });
-            let answer = graphql(&client, &url, register, input).await?;
-            if answer["data"]["register"]["accepted"] != true {
-                bail!("sign-up refused: {answer}");
-            }
-        }
-    }
-    let mail_dir = admit._dir.path().join("mail");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let tokens = loop {
-        let tokens = mailed_tokens(&mail_dir).unwrap_or_default();
-        if tokens.len() >= 2 * per_class {
-            break tokens;
-        }
-        if Instant::now() > deadline {
-            bail!("only {} of {} mails arrived", tokens.len(), 2 * per_class);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let confirm =
-        "mutation($token: String!) { confirmAccount(token: $token) { user { confirmed } } }";
-    for (to, token) in tokens.iter().filter(|(to, _)| to.starts_with("confirmed")) {
-        let answer = graphql(&client, &url, confirm, json!({ "token": token })).await?;
-        if answer["data"]["confirmAccount"]["user"]["confirmed"] != true {
-            bail!("{to} not confirmed: {answer}");
-        }
-    }
+    // Unconfirmed and confirmed accounts; unknown addresses need nothing.
+    let pending: Vec<String> = (0..per_class)
+        .map(|i| format!("pending{i}@bench.test"))
+        .collect();
+    let confirmed: Vec<String> = (0..per_class)
+        .map(|i| format!("confirmed{i}@bench.test"))
+        .collect();
+    sign_up(&admit, &client, &url, &pending, false).await?;
+    sign_up(&admit, &client, &url, &confirmed, true).await?;
 
     let resend = "mutation($email: String!) { resendConfirmation(email: $email) { accepted } }";
     let classes = ["unknown", "pending", "confirmed"];
@@ -318,17 +367,57 @@ async fn resend_timing(binary: &Path, per_class: usize) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let medians: Vec<Duration> = samples.iter_mut().map(|s| median(s)).collect();
-    let fastest = medians.iter().min().copied().unwrap_or_default();
-    println!("| address class | median resendConfirmation | vs fastest |");
-    println!("|---|---|---|");
-    for (class, median) in classes.iter().zip(&medians) {
-        println!(
-            "| {class} | {:.2} ms | {:.3} |",
-            median.as_secs_f64() * 1000.0,
-            median.as_secs_f64() / fastest.as_secs_f64()
-        );
+    print_medians("resendConfirmation", &classes, &mut samples, per_class);
+    Ok(())
+}
+
+async fn sign_in_timing(binary: &Path, per_class: usize) -> anyhow::Result<()> {
+    let admit = Admit::start(binary, &[("ADMIT_IP_RATE_LIMIT", "0")]).await?;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/graphql", admit.listen);
+    let known: Vec<String> = (0..per_class)
+        .map(|i| format!("known{i}@bench.test"))
+        .collect();
+    sign_up(&admit, &client, &url, &known, true).await?;
+
+    let sign_in = "mutation($input: SignInInput!) { signIn(input: $input) { user { id } userErrors { code } } }";
+    let classes = ["unknown address", "wrong password", "right password"];
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    for (i, known) in known.iter().enumerate() {
+        // Each address fails once at most: the throttle never starts.
+        for k in 0..3 {
+            let class = (i + k) % 3;
+            let (email, password, expected) = match class {
+                0 => (
+                    format!("unknown{i}@bench.test"),
+                    PASSWORD,
+                    "INVALID_CREDENTIALS",
+                ),
+                1 => (
+                    known.clone(),
+                    "not the password at all",
+                    "INVALID_CREDENTIALS",
+                ),
+                _ => (known.clone(), PASSWORD, ""),
+            };
+            let input =
+                json!({ "input": { "email": email, "password": password, "delivery": "BEARER" } });
+            let started = Instant::now();
+            let answer = graphql(&client, &url, sign_in, input).await?;
+            let took = started.elapsed();
+            let code = answer["data"]["signIn"]["userErrors"][0]["code"]
+                .as_str()
+                .unwrap_or_default();
+            if code != expected {
+                bail!(
+                    "{class}: unexpected answer {answer}",
+                    class = classes[class]
+                );
+            }
+            samples[class].push(took);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
-    println!("({per_class} requests per class, interleaved)");
+    print_medians("signIn", &classes, &mut samples, per_class);
     Ok(())
 }
