@@ -290,15 +290,6 @@ pub(super) fn invalid_credentials() -> UserError {
     }
 }
 
-/// The request carries no valid session.
-pub(super) fn unauthenticated() -> UserError {
-    UserError {
-        field: None,
-        message: "Sign in first: this needs a signed-in session.".to_owned(),
-        code: ErrorCode::Unauthenticated,
-    }
-}
-
 /// The answer to `revokeSession`.
 pub(super) fn revoke_session_payload(
     ctx: &Context<'_>,

@@ -295,7 +295,7 @@ impl Mutation {
         let Some(viewer) = signed_in(ctx).await? else {
             return Ok(SignOutPayload {
                 signed_out: false,
-                user_errors: vec![errors::unauthenticated()],
+                user_errors: vec![types::UserError::unauthenticated()],
             });
         };
         let outcome = errors::within_deadline(
@@ -320,10 +320,7 @@ impl Mutation {
     ) -> async_graphql::Result<RevokeSessionPayload> {
         let state = errors::app_state(ctx)?;
         let Some(viewer) = signed_in(ctx).await? else {
-            return Ok(RevokeSessionPayload {
-                revoked: false,
-                user_errors: vec![errors::unauthenticated()],
-            });
+            return Ok(RevokeSessionPayload::unauthenticated());
         };
         let outcome = match uuid::Uuid::try_parse(id.as_str()) {
             Ok(session_id) => {
@@ -353,10 +350,7 @@ impl Mutation {
     ) -> async_graphql::Result<RevokeSessionPayload> {
         let state = errors::app_state(ctx)?;
         let Some(viewer) = signed_in(ctx).await? else {
-            return Ok(RevokeSessionPayload {
-                revoked: false,
-                user_errors: vec![errors::unauthenticated()],
-            });
+            return Ok(RevokeSessionPayload::unauthenticated());
         };
         errors::within_deadline(
             state,

@@ -283,6 +283,27 @@ pub struct RevokeSessionPayload {
     pub user_errors: Vec<UserError>,
 }
 
+impl RevokeSessionPayload {
+    /// The answer without a signed-in session.
+    pub(super) fn unauthenticated() -> Self {
+        Self {
+            revoked: false,
+            user_errors: vec![UserError::unauthenticated()],
+        }
+    }
+}
+
+impl UserError {
+    /// The request carries no valid session.
+    pub(super) fn unauthenticated() -> Self {
+        Self {
+            field: None,
+            message: "Sign in first: this needs a signed-in session.".to_owned(),
+            code: ErrorCode::Unauthenticated,
+        }
+    }
+}
+
 /// A problem the person can fix, tied to the input field it concerns.
 #[derive(Debug, Clone, SimpleObject)]
 pub struct UserError {
