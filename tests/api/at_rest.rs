@@ -84,6 +84,26 @@ async fn no_link_token_or_password_can_be_read_from_the_database_files(backend: 
                 .token(),
         );
     }
+    // Two sessions of a confirmed account, one per delivery...
+    app.confirm(&tokens[0]).await;
+    let mut sessions = Vec::new();
+    for delivery in ["BEARER", "COOKIE"] {
+        let (headers, data) = app
+            .operation_with(
+                &app.http,
+                "SignIn",
+                serde_json::json!({ "input": { "email": "sent0@example.com", "password": PASSWORD, "delivery": delivery } }),
+                &[],
+            )
+            .await;
+        let token = match data["signIn"]["sessionToken"].as_str() {
+            Some(token) => token.to_owned(),
+            None => {
+                headers["set-cookie"].to_str().unwrap()["admit_session=".len()..][..43].to_owned()
+            }
+        };
+        sessions.push(token);
+    }
     // ...and five waiting in the outbox, with the server refusing them.
     app.smtp.set_behaviour(Behaviour::Refuse(451));
     for i in 0..5 {
@@ -100,7 +120,7 @@ async fn no_link_token_or_password_can_be_read_from_the_database_files(backend: 
         contains(&bytes, b"waiting0@example.com"),
         "the files were read"
     );
-    for token in &tokens {
+    for token in tokens.iter().chain(&sessions) {
         assert!(
             !contains(&bytes, token.as_bytes()),
             "a token is in the files"

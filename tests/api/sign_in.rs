@@ -26,6 +26,7 @@ on_both_backends!(
     bearer_sessions_hand_out_the_token_once_and_set_no_cookie,
     a_viewer_ends_its_own_sessions_and_nobody_elses,
     signing_out_ends_the_session_and_clears_the_cookie,
+    behind_https_the_cookie_is_secure_and_host_only,
     the_cookie_counts_only_in_json_posts_from_allowed_origins,
     sessions_end_at_their_expiry_and_after_the_idle_timeout_and_are_purged,
     last_seen_is_written_at_most_once_a_minute,
@@ -492,6 +493,33 @@ async fn signing_out_ends_the_session_and_clears_the_cookie(backend: Backend) {
     assert!(app.session_rows().await.is_empty());
     let (_, viewer) = app.with_cookie("Viewer", json!({}), &cookie).await;
     assert_eq!(viewer["viewer"], Value::Null);
+}
+
+async fn behind_https_the_cookie_is_secure_and_host_only(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--public-url", "https://id.example.test/"]).await;
+    app.confirmed_account(EMAIL).await;
+
+    let (headers, _) = app.sign_in(credentials(EMAIL, PASSWORD)).await;
+    let header = headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(header.starts_with("__Host-admit_session="), "{header}");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(header.contains(attribute), "{attribute} missing: {header}");
+    }
+    assert!(!header.contains("Domain"), "{header}");
+    let token = &header["__Host-admit_session=".len()..][..43];
+
+    // Only the __Host- cookie counts, and only from the public origin.
+    let host = format!("__Host-admit_session={token}");
+    let plain = format!("admit_session={token}");
+    assert_eq!(
+        viewer_from(&app, &host, Some("https://id.example.test")).await["viewer"]["user"]["email"],
+        EMAIL
+    );
+    assert_eq!(viewer_from(&app, &plain, None).await["viewer"], Value::Null);
+    assert_eq!(
+        viewer_from(&app, &host, Some("http://id.example.test")).await["viewer"],
+        Value::Null
+    );
 }
 
 async fn the_cookie_counts_only_in_json_posts_from_allowed_origins(backend: Backend) {
