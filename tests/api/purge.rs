@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use entity::{mail_throttles, outbox_messages, users, verification_tokens};
+use entity::{mail_throttles, outbox_messages, sessions, users, verification_tokens};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, sea_query::Expr};
 
 use crate::{
@@ -79,6 +79,34 @@ async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend
         .await
         .unwrap();
 
+    // Two sessions of the confirmed account; one unused for eight days, past the idle timeout.
+    for _ in 0..2 {
+        let signed_in = app
+            .operation(
+                "SignIn",
+                serde_json::json!({ "input": { "email": "kept@example.com", "password": crate::helpers::PASSWORD, "delivery": "BEARER" } }),
+            )
+            .await;
+        assert!(
+            signed_in["signIn"]["sessionToken"].is_string(),
+            "{signed_in}"
+        );
+    }
+    let idle = sessions::Entity::find()
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    sessions::Entity::update_many()
+        .col_expr(
+            sessions::Column::LastSeenAt,
+            Expr::value(now - TimeDelta::days(8)),
+        )
+        .filter(sessions::Column::Id.eq(idle.id))
+        .exec(&app.db)
+        .await
+        .unwrap();
+
     // Sent mail is kept a week (ADMIT_MAIL_RETENTION); one message went out eight days ago.
     let sent = outbox_messages::Entity::find()
         .filter(outbox_messages::Column::Recipient.eq("stale@example.com"))
@@ -110,8 +138,11 @@ async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend
     );
     assert_eq!(
         String::from_utf8(output.stdout).unwrap(),
-        "users: 1\ntokens: 1\nthrottles: 1\nmails: 1\n"
+        "users: 1\ntokens: 1\nthrottles: 1\nmails: 1\nsessions: 1\n"
     );
+    let left = sessions::Entity::find().all(&app.db).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_ne!(left[0].id, idle.id);
     assert_eq!(
         outbox_messages::Entity::find()
             .count(&app.db)
