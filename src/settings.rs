@@ -134,6 +134,11 @@ pub struct HttpSettings {
     #[arg(long, env = "ADMIT_CONFIRM_URL")]
     pub confirm_url: Option<Url>,
 
+    /// Page the password reset link points at (the token is appended as `#token=...`);
+    /// defaults to the service's own `/reset` page.
+    #[arg(long, env = "ADMIT_RESET_URL")]
+    pub reset_url: Option<Url>,
+
     /// Whether GraphQL introspection is enabled (GraphiQL and code generators need it).
     #[arg(long, env = "ADMIT_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub introspection: bool,
@@ -194,7 +199,7 @@ pub struct MailSettings {
 
     /// Folder with email templates that replace the built-in ones, file by file
     /// (`confirmation.subject.txt`, `confirmation.txt`, `confirmation.html`, and the same for
-    /// `signup_notice`).
+    /// `signup_again`, `signup_notice`, `password_reset` and `password_changed`).
     #[arg(long, env = "ADMIT_TEMPLATE_DIR")]
     pub template_dir: Option<PathBuf>,
 
@@ -280,6 +285,10 @@ pub struct AccountSettings {
     /// How long a confirmation link stays valid.
     #[arg(long, env = "ADMIT_TOKEN_TTL", default_value = "24h")]
     pub token_ttl: Lifetime,
+
+    /// How long a password reset link stays valid.
+    #[arg(long, env = "ADMIT_RESET_TOKEN_TTL", default_value = "1h")]
+    pub reset_token_ttl: Lifetime,
 
     /// Fewest characters (Unicode code points) a password may have.
     #[arg(long, env = "ADMIT_PASSWORD_MIN_LENGTH", default_value_t = 12, value_parser = password_length)]

@@ -75,10 +75,12 @@ impl Application {
             Some(url) => url.clone(),
             None => Url::parse(&format!("http://{local_addr}/"))?,
         };
-        let confirm_url = match &http.confirm_url {
-            Some(url) => url.clone(),
-            None => public_url.join("confirm")?,
+        let page = |configured: &Option<Url>, own: &str| match configured {
+            Some(url) => Ok(url.clone()),
+            None => public_url.join(own),
         };
+        let confirm_url = page(&http.confirm_url, "confirm")?;
+        let reset_url = page(&http.reset_url, "reset")?;
         let transport = Transport::new(
             mail.smtp_url.as_ref(),
             mail.mail_dir.clone(),
@@ -142,6 +144,8 @@ impl Application {
                 token_ttl: account_settings.token_ttl,
                 password: account_settings.password_policy(),
                 confirm_url,
+                reset_ttl: account_settings.reset_token_ttl,
+                reset_url,
             },
         );
         let purge = Purge {

@@ -10,6 +10,7 @@ pub struct Model {
     pub email_key: String,
     pub recipient: String,
     pub requested_at: DateTimeWithTimeZone,
+    pub purpose: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,7 +16,8 @@ use sea_orm::{DbErr, RuntimeErr, sqlx};
 use super::{
     session::{self, CookieChange},
     types::{
-        Acceptance, ConfirmAccountPayload, ErrorCode, RegisterPayload, ResendConfirmationPayload,
+        Acceptance, ChangePasswordPayload, ConfirmAccountPayload, ErrorCode, RegisterPayload,
+        RequestPasswordResetPayload, ResendConfirmationPayload, ResetPasswordPayload,
         RevokeSessionPayload, Session, SessionDelivery, SignInPayload, UserError,
     },
 };
@@ -25,6 +26,7 @@ use crate::{
     services::{
         HashError,
         accounts::{ConfirmError, RegisterError, ResendError},
+        recovery::{ChangePasswordError, RequestResetError, ResetError},
         sessions::RevokeError,
         sign_in::{SignInError, SignedIn},
         throttle::{LimitScope, RateLimited},
@@ -36,7 +38,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Most costly operations (`register`, `resendConfirmation`, `confirmAccount`, `signIn`) one HTTP request
+/// Most costly operations (those that hash, mail or take a write lock) one HTTP request
 /// may run, counting its batch entries and aliases together: one request cannot ask for more
 /// hashing than one document may.
 pub const MAX_COSTLY_PER_REQUEST: usize = 2;
@@ -65,9 +67,9 @@ impl CostlyBudget {
 pub(super) fn charge_costly(ctx: &Context<'_>) -> async_graphql::Result<()> {
     match ctx.data_opt::<CostlyBudget>() {
         Some(budget) if !budget.take() => Err(async_graphql::Error::new(format!(
-            "One HTTP request may run at most {MAX_COSTLY_PER_REQUEST} register, \
-             resendConfirmation, confirmAccount or signIn operations, batches and aliases \
-             together."
+            "One HTTP request may run at most {MAX_COSTLY_PER_REQUEST} costly operations \
+             (register, resendConfirmation, confirmAccount, signIn, requestPasswordReset, \
+             resetPassword, changePassword), batches and aliases together."
         ))
         .extend_with(|_, ext| ext.set("code", "TOO_MANY_OPERATIONS"))),
         _ => Ok(()),
@@ -112,14 +114,19 @@ pub(super) fn invalid_email(field: &[&str], err: EmailError) -> UserError {
 
 impl From<PasswordError> for UserError {
     fn from(err: PasswordError) -> Self {
-        let code = match err {
-            PasswordError::TooShort { .. } => ErrorCode::PasswordTooShort,
-            PasswordError::TooLong { .. } => ErrorCode::PasswordTooLong,
-            PasswordError::TooCommon => ErrorCode::PasswordTooCommon,
-            PasswordError::Blank | PasswordError::ContainsAccountName => ErrorCode::PasswordTooWeak,
-        };
-        field_error(&["input", "password"], code, err.to_string())
+        password_error(&["input", "password"], err)
     }
+}
+
+/// An unacceptable password in the argument at `field`.
+fn password_error(field: &[&str], err: PasswordError) -> UserError {
+    let code = match err {
+        PasswordError::TooShort { .. } => ErrorCode::PasswordTooShort,
+        PasswordError::TooLong { .. } => ErrorCode::PasswordTooLong,
+        PasswordError::TooCommon => ErrorCode::PasswordTooCommon,
+        PasswordError::Blank | PasswordError::ContainsAccountName => ErrorCode::PasswordTooWeak,
+    };
+    field_error(field, code, err.to_string())
 }
 
 impl From<DisplayNameError> for UserError {
@@ -278,6 +285,102 @@ pub(super) fn sign_in_payload(
     Ok(SignInPayload {
         user_errors: vec![error],
         ..SignInPayload::default()
+    })
+}
+
+pub(super) fn request_password_reset_payload(
+    ctx: &Context<'_>,
+    outcome: Result<(), RequestResetError>,
+) -> async_graphql::Result<RequestPasswordResetPayload> {
+    match outcome {
+        Ok(()) => Ok(Acceptance::ok().into()),
+        Err(RequestResetError::RateLimited(limited)) => {
+            Ok(rate_limited_acceptance(&["email"], limited).into())
+        }
+        Err(RequestResetError::Internal(err)) => Err(internal(ctx, &err)),
+    }
+}
+
+pub(super) fn reset_password_payload(
+    ctx: &Context<'_>,
+    outcome: Result<users::Model, ResetError>,
+) -> async_graphql::Result<ResetPasswordPayload> {
+    let token = |code, message: &str| field_error(&["input", "token"], code, message.to_owned());
+    let error = match outcome {
+        Ok(user) => {
+            return Ok(ResetPasswordPayload {
+                user: Some(user.into()),
+                retry_after_seconds: None,
+                user_errors: Vec::new(),
+            });
+        }
+        Err(ResetError::RateLimited(limited)) => {
+            let (seconds, error) = rate_limited(&["input", "token"], limited);
+            return Ok(ResetPasswordPayload {
+                user: None,
+                retry_after_seconds: Some(seconds),
+                user_errors: vec![error],
+            });
+        }
+        Err(ResetError::InvalidToken) => token(
+            ErrorCode::TokenInvalid,
+            "This reset link is not valid. Open the link from your most recent email, or ask for a new one.",
+        ),
+        Err(ResetError::ExpiredToken) => token(
+            ErrorCode::TokenExpired,
+            "This reset link has expired. Ask for a new one.",
+        ),
+        Err(ResetError::SupersededToken) => token(
+            ErrorCode::TokenSuperseded,
+            "A newer reset link was sent since: open the most recent email.",
+        ),
+        Err(ResetError::UsedToken) => token(
+            ErrorCode::TokenUsed,
+            "This reset link was used already. Sign in with your new password, or ask for a new link.",
+        ),
+        Err(ResetError::InvalidPassword(err)) => password_error(&["input", "newPassword"], err),
+        Err(ResetError::Internal(err)) => return Err(internal(ctx, &err)),
+    };
+    Ok(ResetPasswordPayload {
+        user: None,
+        retry_after_seconds: None,
+        user_errors: vec![error],
+    })
+}
+
+pub(super) fn change_password_payload(
+    ctx: &Context<'_>,
+    outcome: Result<users::Model, ChangePasswordError>,
+) -> async_graphql::Result<ChangePasswordPayload> {
+    let (error, retry_after_seconds) = match outcome {
+        Ok(user) => {
+            return Ok(ChangePasswordPayload {
+                user: Some(user.into()),
+                retry_after_seconds: None,
+                user_errors: Vec::new(),
+            });
+        }
+        Err(ChangePasswordError::RateLimited(limited)) => {
+            let (seconds, error) = rate_limited(&["input", "currentPassword"], limited);
+            (error, Some(seconds))
+        }
+        Err(ChangePasswordError::InvalidCredentials) => (
+            field_error(
+                &["input", "currentPassword"],
+                ErrorCode::InvalidCredentials,
+                "Your current password is wrong.".to_owned(),
+            ),
+            None,
+        ),
+        Err(ChangePasswordError::InvalidPassword(err)) => {
+            (password_error(&["input", "newPassword"], err), None)
+        }
+        Err(ChangePasswordError::Internal(err)) => return Err(internal(ctx, &err)),
+    };
+    Ok(ChangePasswordPayload {
+        user: None,
+        retry_after_seconds,
+        user_errors: vec![error],
     })
 }
 

@@ -11,7 +11,7 @@ use async_graphql::{ComplexObject, Context, EmptySubscription, ID, Object, Schem
 use crate::{
     domain::{ClientNetwork, ConfirmationToken, EmailAddress, Password},
     services::{
-        accounts,
+        accounts, recovery,
         sessions::{self, Authenticated},
         sign_in::{self, SignInError, SignInRequest},
     },
@@ -20,9 +20,10 @@ use crate::{
 pub use errors::{CostlyBudget, MAX_COSTLY_PER_REQUEST, RequestId};
 pub use session::{CookieChange, Presented, RequestSession};
 use types::{
-    Acceptance, ConfirmAccountPayload, PasswordPolicy, RegisterInput, RegisterPayload,
-    ResendConfirmationPayload, RevokeSessionPayload, Session, SessionDelivery, SignInInput,
-    SignInPayload, SignOutPayload, Viewer,
+    Acceptance, ChangePasswordInput, ChangePasswordPayload, ConfirmAccountPayload, PasswordPolicy,
+    RegisterInput, RegisterPayload, RequestPasswordResetPayload, ResendConfirmationPayload,
+    ResetPasswordInput, ResetPasswordPayload, RevokeSessionPayload, Session, SessionDelivery,
+    SignInInput, SignInPayload, SignOutPayload, Viewer,
 };
 
 /// admit's operations (one file, several named operations and their fragments): the pages send
@@ -241,6 +242,98 @@ impl Mutation {
             Err(_) => Err(accounts::ConfirmError::InvalidToken),
         };
         errors::confirm_account_payload(ctx, outcome)
+    }
+
+    /// Emails a link to choose a new password, if the address has an account (confirmed or
+    /// not); earlier reset links then answer `TOKEN_SUPERSEDED`. The answer is the same for
+    /// every address.
+    #[graphql(complexity = "MUTATION_COST")]
+    async fn request_password_reset(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The address the account was registered with.")] email: String,
+    ) -> async_graphql::Result<RequestPasswordResetPayload> {
+        let state = errors::app_state(ctx)?;
+        let email = match EmailAddress::parse(&email) {
+            Ok(email) => email,
+            Err(err) => {
+                let error = errors::invalid_email(&["email"], err);
+                return Ok(Acceptance::invalid(vec![error]).into());
+            }
+        };
+        errors::charge_costly(ctx)?;
+        let outcome = errors::within_deadline(
+            state,
+            recovery::request_password_reset(&state.accounts, client(ctx), email),
+        )
+        .await;
+        errors::request_password_reset_payload(ctx, outcome)
+    }
+
+    /// Sets a new password with the token of a reset link. Every session of the account
+    /// ends, an unconfirmed address counts as confirmed (the link proved the inbox), and a
+    /// notice goes to the address. It does not sign in.
+    #[graphql(complexity = "MUTATION_COST")]
+    async fn reset_password(
+        &self,
+        ctx: &Context<'_>,
+        input: ResetPasswordInput,
+    ) -> async_graphql::Result<ResetPasswordPayload> {
+        let state = errors::app_state(ctx)?;
+        errors::charge_costly(ctx)?;
+        let outcome = match ConfirmationToken::parse(&input.token) {
+            Ok(token) => {
+                errors::within_deadline(
+                    state,
+                    recovery::reset_password(
+                        &state.accounts,
+                        client(ctx),
+                        token,
+                        &input.new_password,
+                    ),
+                )
+                .await
+            }
+            Err(_) => Err(recovery::ResetError::InvalidToken),
+        };
+        errors::reset_password_payload(ctx, outcome)
+    }
+
+    /// Changes the signed-in person's password, given the current one (a wrong one counts
+    /// like a failed sign-in). This session stays; every other session ends, and a notice
+    /// goes to the address.
+    #[graphql(complexity = "MUTATION_COST")]
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        input: ChangePasswordInput,
+    ) -> async_graphql::Result<ChangePasswordPayload> {
+        let state = errors::app_state(ctx)?;
+        let Some(viewer) = signed_in(ctx).await? else {
+            return Ok(ChangePasswordPayload {
+                user: None,
+                retry_after_seconds: None,
+                user_errors: vec![types::UserError::unauthenticated()],
+            });
+        };
+        errors::charge_costly(ctx)?;
+        let outcome = match Password::attempt(&input.current_password) {
+            Err(_) => Err(recovery::ChangePasswordError::InvalidCredentials),
+            Ok(current) => {
+                errors::within_deadline(
+                    state,
+                    recovery::change_password(
+                        &state.accounts,
+                        &viewer.user,
+                        viewer.session.id,
+                        current,
+                        &input.new_password,
+                    ),
+                )
+                .await
+            }
+        };
+        errors::change_password_payload(ctx, outcome)
     }
 
     /// Signs in to a confirmed account and starts a session, delivered as an `HttpOnly`

@@ -167,6 +167,71 @@ pub struct ConfirmAccountPayload {
     pub user_errors: Vec<UserError>,
 }
 
+/// The outcome of `requestPasswordReset`.
+#[derive(Debug, SimpleObject)]
+pub struct RequestPasswordResetPayload {
+    /// True when the request was taken: if the address has an account, a reset link is on
+    /// its way and earlier reset links no longer work. The answer is the same for addresses
+    /// without an account, which get no email.
+    pub accepted: bool,
+    /// With `RATE_LIMITED`: seconds to wait before asking again.
+    pub retry_after_seconds: Option<u32>,
+    /// Why the request was not taken; empty when accepted.
+    pub user_errors: Vec<UserError>,
+}
+
+impl From<Acceptance> for RequestPasswordResetPayload {
+    fn from(acceptance: Acceptance) -> Self {
+        Self {
+            accepted: acceptance.accepted,
+            retry_after_seconds: acceptance.retry_after_seconds,
+            user_errors: acceptance.user_errors,
+        }
+    }
+}
+
+/// What the reset page sends.
+#[derive(Debug, InputObject)]
+pub struct ResetPasswordInput {
+    /// The token from the reset link (after `#token=`).
+    pub token: String,
+    /// The new password, used exactly as typed (see `passwordPolicy`).
+    pub new_password: String,
+}
+
+/// The outcome of `resetPassword`.
+#[derive(Debug, SimpleObject)]
+pub struct ResetPasswordPayload {
+    /// The account whose password was set; null when `userErrors` says why not. Every session
+    /// of the account has ended; it is not signed in.
+    pub user: Option<User>,
+    /// With `RATE_LIMITED`: seconds to wait before trying again.
+    pub retry_after_seconds: Option<u32>,
+    /// Why the password was not reset; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+/// What a change-password form sends.
+#[derive(Debug, InputObject)]
+pub struct ChangePasswordInput {
+    /// The password in use now, exactly as typed.
+    pub current_password: String,
+    /// The new password, used exactly as typed (see `passwordPolicy`).
+    pub new_password: String,
+}
+
+/// The outcome of `changePassword`.
+#[derive(Debug, SimpleObject)]
+pub struct ChangePasswordPayload {
+    /// The account whose password changed; null when `userErrors` says why not. This session
+    /// stays; every other session of the account has ended.
+    pub user: Option<User>,
+    /// With `RATE_LIMITED`: seconds to wait before trying again.
+    pub retry_after_seconds: Option<u32>,
+    /// Why the password was not changed; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
 /// How a new session's token reaches the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum SessionDelivery {
@@ -332,6 +397,8 @@ pub enum ErrorCode {
     TokenExpired,
     /// A newer link was sent since; only the newest one works.
     TokenSuperseded,
+    /// The single-use link was used already.
+    TokenUsed,
     /// The password is on the list of common passwords, or as easy to guess.
     PasswordTooCommon,
     /// The password is only white space, or contains the address or the name.

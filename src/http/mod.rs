@@ -113,6 +113,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
     router
         .route("/graphql", graphql)
         .route("/confirm", get(pages::confirm))
+        .route("/reset", get(pages::reset))
         .route("/healthz", get(pages::healthz))
         .route("/readyz", get(pages::readyz))
         .with_state(http)

@@ -151,6 +151,13 @@ static SIGNUP: LazyLock<Page> = LazyLock::new(|| {
     )
 });
 
+static RESET: LazyLock<Page> = LazyLock::new(|| {
+    Page::new(
+        include_str!("pages/reset.html"),
+        include_str!("pages/reset.js"),
+    )
+});
+
 static SIGNIN: LazyLock<Page> = LazyLock::new(|| {
     Page::new(
         include_str!("pages/signin.html"),
@@ -181,6 +188,12 @@ pub(super) async fn confirm() -> Response {
 /// `GET /`: the demo sign-up form (unless `ADMIT_DEMO_PAGES=false`).
 pub(super) async fn signup() -> Response {
     SIGNUP.respond()
+}
+
+/// `GET /reset`: where password reset links land: the new password twice, sent only when the
+/// person submits it (mail scanners open links and may run their scripts).
+pub(super) async fn reset() -> Response {
+    RESET.respond()
 }
 
 /// `GET /signin`: the demo sign-in form; the session becomes an `HttpOnly` cookie.

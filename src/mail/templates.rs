@@ -18,7 +18,7 @@ pub struct OutgoingEmail {
 
 /// Every template, by the file name that overrides it. Names ending in `.html` are
 /// HTML-escaped: a display name cannot inject markup.
-const BUILT_IN: [(&str, &str); 10] = [
+const BUILT_IN: [(&str, &str); 16] = [
     ("layout.html", include_str!("templates/layout.html")),
     (
         "confirmation.subject.txt",
@@ -55,6 +55,30 @@ const BUILT_IN: [(&str, &str); 10] = [
     (
         "signup_notice.html",
         include_str!("templates/signup_notice.html"),
+    ),
+    (
+        "password_reset.subject.txt",
+        include_str!("templates/password_reset.subject.txt"),
+    ),
+    (
+        "password_reset.txt",
+        include_str!("templates/password_reset.txt"),
+    ),
+    (
+        "password_reset.html",
+        include_str!("templates/password_reset.html"),
+    ),
+    (
+        "password_changed.subject.txt",
+        include_str!("templates/password_changed.subject.txt"),
+    ),
+    (
+        "password_changed.txt",
+        include_str!("templates/password_changed.txt"),
+    ),
+    (
+        "password_changed.html",
+        include_str!("templates/password_changed.html"),
     ),
 ];
 
@@ -122,6 +146,11 @@ impl Templates {
             Duration::from_secs(3600),
         )?;
         templates.signup_notice(Some("Sample"))?;
+        templates.password_reset(
+            "https://example.com/reset#token=x",
+            Duration::from_secs(3600),
+        )?;
+        templates.password_changed(true)?;
         Ok(templates)
     }
 
@@ -172,6 +201,39 @@ impl Templates {
             context! {
                 product_name => &*self.product_name,
                 display_name => display_name,
+            },
+        )
+    }
+
+    /// The link to choose a new password. Like a confirmation, it carries nothing the requester
+    /// wrote: whoever asked need not own the address.
+    pub fn password_reset(
+        &self,
+        link: &str,
+        valid_for: Duration,
+    ) -> Result<OutgoingEmail, TemplateError> {
+        self.render(
+            "password_reset",
+            context! {
+                product_name => &*self.product_name,
+                link => link,
+                valid_for => describe(valid_for),
+            },
+        )
+    }
+
+    /// The notice that the password changed (by a reset, which signed out every device, or
+    /// by the signed-in owner, which signed out the others), with the way out if it was not
+    /// the owner. It carries no link that signs anybody in.
+    pub fn password_changed(
+        &self,
+        signed_out_everywhere: bool,
+    ) -> Result<OutgoingEmail, TemplateError> {
+        self.render(
+            "password_changed",
+            context! {
+                product_name => &*self.product_name,
+                signed_out_everywhere => signed_out_everywhere,
             },
         )
     }

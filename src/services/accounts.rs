@@ -35,13 +35,13 @@ pub const PURPOSE_ACCOUNT_CONFIRMATION: &str = "account_confirmation";
 /// the keys that seal mail, the signals that wake the workers, and their own settings.
 #[derive(Clone)]
 pub struct Accounts {
-    db: DatabaseConnection,
-    hasher: PasswordHasher,
-    templates: Templates,
-    secrets: SecretKeys,
-    outbox: OutboxSignal,
+    pub(super) db: DatabaseConnection,
+    pub(super) hasher: PasswordHasher,
+    pub(super) templates: Templates,
+    pub(super) secrets: SecretKeys,
+    pub(super) outbox: OutboxSignal,
     resend_signal: OutboxSignal,
-    settings: Arc<AccountPolicy>,
+    pub(super) settings: Arc<AccountPolicy>,
 }
 
 /// What the account use cases run with.
@@ -57,6 +57,10 @@ pub struct AccountPolicy {
     pub password: PasswordPolicy,
     /// The page confirmation links point at, without fragment.
     pub confirm_url: Url,
+    /// How long a password reset link stays valid.
+    pub reset_ttl: Lifetime,
+    /// The page password reset links point at, without fragment.
+    pub reset_url: Url,
 }
 
 impl Accounts {
@@ -93,10 +97,15 @@ impl Accounts {
     /// The link mailed for `token`. The token rides in the fragment, which browsers never send
     /// to a server, so it stays out of access logs and Referer headers.
     fn confirmation_link(&self, token: &ConfirmationToken) -> String {
-        let mut url = self.settings.confirm_url.clone();
-        url.set_fragment(Some(&format!("token={}", token.expose())));
-        url.to_string()
+        link(&self.settings.confirm_url, token)
     }
+}
+
+/// `page#token=...`: the token rides in the fragment, which browsers never send to a server.
+pub(super) fn link(page: &Url, token: &ConfirmationToken) -> String {
+    let mut url = page.clone();
+    url.set_fragment(Some(&format!("token={}", token.expose())));
+    url.to_string()
 }
 
 /// A sign-up whose every field has been parsed.
@@ -293,28 +302,46 @@ pub async fn resend_confirmation(
     client: ClientNetwork,
     email: EmailAddress,
 ) -> Result<(), ResendError> {
-    client_budget::take(&state.db, client, state.settings.ip_rate_limit).await??;
+    record_mail_request(state, client, &email, PURPOSE_ACCOUNT_CONFIRMATION).await??;
+    Ok(())
+}
+
+/// Records a request for account mail of `purpose` to `email`, within the client's budget and
+/// the address's mail limits; a worker decides afterwards whether a mail goes out.
+pub(super) async fn record_mail_request(
+    state: &Accounts,
+    client: ClientNetwork,
+    email: &EmailAddress,
+    purpose: &str,
+) -> anyhow::Result<Result<(), RateLimited>> {
+    if let Err(limited) =
+        client_budget::take(&state.db, client, state.settings.ip_rate_limit).await?
+    {
+        return Ok(Err(limited));
+    }
     let txn = begin_write(&state.db).await?;
     if let Err(limited) = throttle::take(&txn, email.key(), client, throttle_policy(state)).await? {
         txn.rollback().await?;
-        return Err(ResendError::RateLimited(limited));
+        return Ok(Err(limited));
     }
     resend_requests::Entity::insert(resend_requests::ActiveModel {
         id: Set(Uuid::now_v7()),
         email_key: Set(email.key().to_owned()),
         recipient: Set(email.deliverable().to_owned()),
         requested_at: Set(now()),
+        purpose: Set(purpose.to_owned()),
     })
     .exec_without_returning(&txn)
     .await?;
     txn.commit().await?;
     state.resend_signal.wake();
-    Ok(())
+    Ok(Ok(()))
 }
 
-/// Handles recorded resend requests, oldest first, until none is left; returns how many. For
-/// an unconfirmed account, a fresh link for its most recent pending sign-up (that sign-up's
-/// earlier links are superseded, other sign-ups' links are not); for anything else, nothing.
+/// Handles recorded mail requests, oldest first, until none is left; returns how many. A new
+/// confirmation link: for an unconfirmed account, a fresh link for its most recent pending
+/// sign-up (that sign-up's earlier links are superseded, other sign-ups' links are not); for
+/// anything else, nothing. A password reset: see [`super::recovery::issue_reset_link`].
 /// Each request is handled in its own transaction, and concurrent workers (several processes
 /// on one PostgreSQL database) skip the requests another one holds.
 pub async fn process_resend_requests(state: &Accounts) -> anyhow::Result<usize> {
@@ -333,12 +360,24 @@ pub async fn process_resend_requests(state: &Accounts) -> anyhow::Result<usize> 
         resend_requests::Entity::delete_by_id(request.id)
             .exec(&txn)
             .await?;
-        let message_id = renew_link(&txn, state, &request).await?;
+        let message_id = match request.purpose.as_str() {
+            PURPOSE_ACCOUNT_CONFIRMATION => renew_link(&txn, state, &request).await?,
+            super::recovery::PURPOSE_PASSWORD_RESET => {
+                super::recovery::issue_reset_link(&txn, state, &request).await?
+            }
+            other => {
+                tracing::warn!(
+                    purpose = other,
+                    "a mail request of an unknown purpose, dropped"
+                );
+                None
+            }
+        };
         txn.commit().await?;
         handled += 1;
         if let Some(message_id) = message_id {
             state.outbox.wake();
-            tracing::info!(%message_id, "confirmation email resent");
+            tracing::info!(%message_id, purpose = %request.purpose, "requested email queued");
         }
     }
 }
@@ -511,7 +550,7 @@ impl SignUp {
     }
 }
 
-async fn lock_user_by_key(
+pub(super) async fn lock_user_by_key(
     txn: &DatabaseTransaction,
     key: &str,
 ) -> Result<Option<users::Model>, DbErr> {
@@ -579,7 +618,7 @@ async fn issue_link(
     Ok(mail::enqueue(txn, &state.secrets, recipient, message).await?)
 }
 
-fn new_token() -> anyhow::Result<ConfirmationToken> {
+pub(super) fn new_token() -> anyhow::Result<ConfirmationToken> {
     ConfirmationToken::generate().map_err(|err| anyhow::anyhow!("no randomness: {err}"))
 }
 

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod client_budget;
 mod hashing;
 pub mod purge;
+pub mod recovery;
 pub mod sessions;
 pub mod sign_in;
 pub mod throttle;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use entity::{sessions, users};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -172,14 +172,23 @@ pub async fn revoke(
 
 /// Ends every session of `user_id` but `keep`; returns how many ended.
 pub async fn revoke_others(sessions: &Sessions, user_id: Uuid, keep: Uuid) -> anyhow::Result<u64> {
-    let deleted = sessions::Entity::delete_many()
-        .filter(sessions::Column::UserId.eq(user_id))
-        .filter(sessions::Column::Id.ne(keep))
-        .exec(&sessions.db)
-        .await?
-        .rows_affected;
+    let deleted = end_all(&sessions.db, user_id, Some(keep)).await?;
     tracing::info!(%user_id, ended = deleted, "other sessions revoked");
     Ok(deleted)
+}
+
+/// Ends every session of `user_id` but `keep`, inside the caller's transaction when there is
+/// one (a password change ends sessions in the same commit); returns how many ended.
+pub(super) async fn end_all<C: ConnectionTrait>(
+    db: &C,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+) -> Result<u64, DbErr> {
+    let mut delete = sessions::Entity::delete_many().filter(sessions::Column::UserId.eq(user_id));
+    if let Some(keep) = keep {
+        delete = delete.filter(sessions::Column::Id.ne(keep));
+    }
+    Ok(delete.exec(db).await?.rows_affected)
 }
 
 /// The `User-Agent` as kept: printable characters only, at most [`USER_AGENT_CHARS`] of them;

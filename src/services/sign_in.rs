@@ -134,7 +134,7 @@ pub async fn sign_in(
 
 /// Counts one attempt for the address with key `key`, unless it must wait: then the attempt is
 /// refused and not counted (so the owner can get in once the wait is over).
-async fn count_attempt(
+pub(super) async fn count_attempt(
     db: &sea_orm::DatabaseConnection,
     key: &str,
 ) -> Result<Result<(), RateLimited>, DbErr> {
@@ -185,7 +185,7 @@ fn wait_after(failures: i32) -> Option<TimeDelta> {
 }
 
 /// A right password: the count starts again.
-async fn forget_failures<C: ConnectionTrait>(db: &C, key: &str) -> Result<(), DbErr> {
+pub(super) async fn forget_failures<C: ConnectionTrait>(db: &C, key: &str) -> Result<(), DbErr> {
     sign_in_throttles::Entity::delete_by_id(key.to_owned())
         .exec(db)
         .await?;

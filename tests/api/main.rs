@@ -16,6 +16,7 @@ mod outage;
 mod pages;
 mod process;
 mod purge;
+mod recovery;
 mod register;
 mod schema;
 mod sign_in;

@@ -455,3 +455,108 @@ async fn a_newcomer_signs_up_confirms_signs_in_sees_their_sessions_and_signs_out
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_forgotten_password_is_reset_from_the_emailed_link() {
+    if !crate::helpers::browser_ready() {
+        return;
+    }
+    let app = TestApp::spawn_with(Backend::Sqlite, &["--resend-cooldown", "0s"]).await;
+    app.confirmed_account("forgetful@example.com").await;
+
+    let asked = browse(json!([
+        { "goto": app.url("/signin"), "size": "390x844" },
+        { "click": "#forgot-link" },
+        { "fill": "#email", "value": "forgetful@example.com" },
+        { "click": "#forgot-submit" },
+        { "waitState": ["reset-requested", "reset-refused", "error"] },
+        { "read": "#forgot-message", "as": "message" },
+        { "screenshot": "signin-forgot" },
+    ]))
+    .await;
+    assert_eq!(
+        asked.state(),
+        "reset-requested",
+        "{}",
+        asked.read("message")
+    );
+    let link = app.smtp.next_mail().await.link();
+    assert!(link.contains("/reset#token="), "{link}");
+
+    let reset = browse(json!([
+        { "goto": link, "size": "390x844" },
+        { "waitState": ["ready"] },
+        { "wait": 300 },
+        { "read": "#password-hint", "as": "hint" },
+        { "fill": "#password", "value": "short" },
+        { "fill": "#repeat", "value": "short" },
+        { "click": "#submit" },
+        { "waitState": ["invalid-password", "changed", "error"] },
+        { "read": "#password-error", "as": "short" },
+        { "fill": "#password", "value": "a brand new staple battery" },
+        { "fill": "#repeat", "value": "a brand new staple batter" },
+        { "click": "#submit" },
+        { "waitState": ["mismatch"] },
+        { "read": "#repeat-error", "as": "mismatch" },
+        { "fill": "#repeat", "value": "a brand new staple battery" },
+        { "click": "#submit" },
+        { "waitState": ["changed", "invalid-password", "error"] },
+        { "read": "#message", "as": "changed" },
+        { "screenshot": "reset-changed" },
+    ]))
+    .await;
+    assert!(
+        reset.read("hint").contains("12 to 128"),
+        "{}",
+        reset.read("hint")
+    );
+    assert_eq!(reset.read("short"), "Use at least 12 characters.");
+    assert_eq!(
+        reset.read("mismatch"),
+        "The two passwords are not the same."
+    );
+    assert_eq!(reset.state(), "changed");
+    assert!(
+        reset
+            .read("changed")
+            .contains("sign in with your new password")
+    );
+    let signed_in = app
+        .operation(
+            "SignIn",
+            json!({ "input": { "email": "forgetful@example.com", "password": "a brand new staple battery" } }),
+        )
+        .await;
+    assert_eq!(signed_in["signIn"]["userErrors"], json!([]));
+
+    let used = browse(json!([
+        { "goto": link },
+        { "fill": "#password", "value": "another new staple battery" },
+        { "fill": "#repeat", "value": "another new staple battery" },
+        { "click": "#submit" },
+        { "waitState": ["used", "changed", "error"] },
+        { "visible": "#again", "as": "offers-new-link" },
+        { "screenshot": "reset-used" },
+    ]))
+    .await;
+    assert_eq!(used.state(), "used");
+    assert_eq!(used.read("offers-new-link"), "true");
+
+    let invalid = browse(json!([
+        { "goto": app.url("/reset#token=not-a-token") },
+        { "fill": "#password", "value": "another new staple battery" },
+        { "fill": "#repeat", "value": "another new staple battery" },
+        { "click": "#submit" },
+        { "waitState": ["invalid", "changed", "error"] },
+        { "fill": "#again-email", "value": "forgetful@example.com" },
+        { "click": "#again-submit" },
+        { "waitState": ["resent", "resend-refused", "error"] },
+        { "read": "#again-message", "as": "again" },
+    ]))
+    .await;
+    assert_eq!(invalid.state(), "resent", "{}", invalid.read("again"));
+    let notice = app.smtp.next_mail().await;
+    assert!(notice.subject().contains("password was changed"), "{}", notice.subject());
+    let fresh = app.smtp.next_mail().await;
+    assert!(fresh.subject().contains("Reset"), "{}", fresh.subject());
+}

@@ -41,12 +41,18 @@ async fn every_shared_operation_validates_against_the_schema() {
     assert!(names.contains(&"ConfirmAccount"), "{names:?}");
     for &name in names {
         let document = admit::graphql::operation_document(name).unwrap();
+        let input = match name {
+            "ResetPassword" => serde_json::json!({ "token": "t", "newPassword": "x" }),
+            "ChangePassword" => serde_json::json!({ "currentPassword": "x", "newPassword": "y" }),
+            _ => serde_json::json!({ "email": "a@example.com", "password": "x" }),
+        };
         let request = async_graphql::Request::new(document)
             .operation_name(name)
             .variables(async_graphql::Variables::from_json(serde_json::json!({
-                "input": { "email": "a@example.com", "password": "x" },
+                "input": input,
                 "token": "t",
                 "email": "a@example.com",
+                "id": "x",
             })));
         let response = schema.execute(request).await;
         assert!(!response.errors.is_empty(), "{name} ran without state?");

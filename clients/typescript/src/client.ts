@@ -2,10 +2,13 @@
 // src/operations.graphql. Copy it into your app, or use the generated types with your own
 // GraphQL client (urql, Apollo, TanStack Query, ...).
 import {
+  ChangePasswordDocument,
   ConfirmAccountDocument,
   PasswordPolicyDocument,
   RegisterDocument,
+  RequestPasswordResetDocument,
   ResendConfirmationDocument,
+  ResetPasswordDocument,
   RevokeSessionDocument,
   SignInDocument,
   SignOutDocument,
@@ -35,6 +38,11 @@ export type SignInOutcome =
   | { kind: "signedIn"; email: string; sessionToken: string | null }
   | { kind: "invalidCredentials" | "emailNotConfirmed" | "invalid"; message: string }
   | { kind: "rateLimited"; retryAfterSeconds: number; message: string };
+
+/** What a reset page needs to know after the person submitted a new password. */
+export type ResetOutcome =
+  | { kind: "changed"; email: string }
+  | { kind: "expired" | "superseded" | "used" | "invalid" | "password"; message: string };
 
 /** The signed-in person, or null. */
 export type Viewer = ViewerQuery["viewer"];
@@ -158,5 +166,45 @@ export class AdmitClient {
   async revokeSession(id: string): Promise<boolean> {
     const { revokeSession } = await this.execute(RevokeSessionDocument, { id });
     return revokeSession.revoked;
+  }
+
+  /** Emails a reset link if the address has an account; the answer is the same for every address. */
+  async requestPasswordReset(email: string): Promise<{ accepted: boolean; retryAfterSeconds: number | null }> {
+    const { requestPasswordReset } = await this.execute(RequestPasswordResetDocument, { email });
+    return {
+      accepted: requestPasswordReset.accepted,
+      retryAfterSeconds: requestPasswordReset.retryAfterSeconds ?? null,
+    };
+  }
+
+  /** Call on the person's submit, never on page load: mail scanners open links too. */
+  async resetPassword(token: string, newPassword: string): Promise<ResetOutcome> {
+    const { resetPassword } = await this.execute(ResetPasswordDocument, { input: { token, newPassword } });
+    if (resetPassword.user) {
+      return { kind: "changed", email: resetPassword.user.email };
+    }
+    const [error] = resetPassword.userErrors;
+    const message = error?.message ?? "The password was not changed.";
+    switch (error?.code) {
+      case "TOKEN_EXPIRED":
+        return { kind: "expired", message };
+      case "TOKEN_SUPERSEDED":
+        return { kind: "superseded", message };
+      case "TOKEN_USED":
+        return { kind: "used", message };
+      case "TOKEN_INVALID":
+        return { kind: "invalid", message };
+      default:
+        return { kind: "password", message };
+    }
+  }
+
+  /** Changes the signed-in person's password; other sessions end. */
+  async changePassword(currentPassword: string, newPassword: string): Promise<{ changed: boolean; message: string | null }> {
+    const { changePassword } = await this.execute(ChangePasswordDocument, { input: { currentPassword, newPassword } });
+    if (changePassword.user) {
+      return { changed: true, message: null };
+    }
+    return { changed: false, message: changePassword.userErrors[0]?.message ?? "The password was not changed." };
   }
 }

@@ -76,6 +76,44 @@
       .catch(failed);
   }
 
+  var change = document.getElementById("change");
+  change.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var current = document.getElementById("current");
+    var fresh = document.getElementById("new");
+    var changeMessage = document.getElementById("change-message");
+    ["current-error", "new-error"].forEach(function (id) { document.getElementById(id).textContent = ""; });
+    changeMessage.textContent = "";
+    callAdmit("ChangePassword", { input: { currentPassword: current.value, newPassword: fresh.value } })
+      .then(function (body) {
+        var payload = body.data.changePassword;
+        if (payload.user) {
+          current.value = "";
+          fresh.value = "";
+          changeMessage.className = "good";
+          changeMessage.textContent = "Your password is changed. Every other device was signed out.";
+          load();
+          state("password-changed");
+          return;
+        }
+        var error = payload.userErrors[0] || { field: null, message: "That did not work." };
+        var field = error.field ? error.field[error.field.length - 1] : "";
+        var text = error.code === "RATE_LIMITED"
+          ? "Too many wrong passwords. Please wait " + payload.retryAfterSeconds + " seconds."
+          : error.message;
+        if (field === "newPassword") {
+          document.getElementById("new-error").textContent = text;
+        } else if (field === "currentPassword") {
+          document.getElementById("current-error").textContent = text;
+        } else {
+          changeMessage.className = "error";
+          changeMessage.textContent = text;
+        }
+        state("password-refused");
+      })
+      .catch(failed);
+  });
+
   document.getElementById("signout").addEventListener("click", function () {
     callAdmit("SignOut")
       .then(function (body) {

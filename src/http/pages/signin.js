@@ -49,6 +49,40 @@
       });
   });
 
+  var forgotMessage = document.getElementById("forgot-message");
+  document.getElementById("forgot-link").addEventListener("click", function (event) {
+    event.preventDefault();
+    document.getElementById("forgot").hidden = false;
+    email.focus();
+  });
+
+  document.getElementById("forgot-submit").addEventListener("click", function () {
+    if (!email.value.trim()) {
+      forgotMessage.className = "error";
+      forgotMessage.textContent = "Enter your email address above first.";
+      email.focus();
+      return;
+    }
+    callAdmit("RequestPasswordReset", { email: email.value })
+      .then(function (body) {
+        var payload = body.data.requestPasswordReset;
+        if (payload.accepted) {
+          forgotMessage.className = "good";
+          forgotMessage.textContent = "If this address has an account, a link to choose a new password is on its way.";
+          state("reset-requested");
+        } else {
+          forgotMessage.className = "error";
+          forgotMessage.textContent = payload.userErrors[0] ? payload.userErrors[0].message : "That did not work.";
+          state("reset-refused");
+        }
+      })
+      .catch(function () {
+        forgotMessage.className = "error";
+        forgotMessage.textContent = "We could not reach the server. Check your connection and try again.";
+        state("error");
+      });
+  });
+
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     emailError.textContent = "";
