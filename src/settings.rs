@@ -139,6 +139,16 @@ pub struct HttpSettings {
     #[arg(long, env = "ADMIT_RESET_URL")]
     pub reset_url: Option<Url>,
 
+    /// Page the link that confirms a new email address points at (`#token=...` appended);
+    /// defaults to the service's own `/email-change` page.
+    #[arg(long, env = "ADMIT_EMAIL_CHANGE_URL")]
+    pub email_change_url: Option<Url>,
+
+    /// Page the link that undoes an email change points at (`#token=...` appended); defaults
+    /// to the service's own `/email-revert` page.
+    #[arg(long, env = "ADMIT_EMAIL_REVERT_URL")]
+    pub email_revert_url: Option<Url>,
+
     /// Whether GraphQL introspection is enabled (GraphiQL and code generators need it).
     #[arg(long, env = "ADMIT_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub introspection: bool,
@@ -289,6 +299,10 @@ pub struct AccountSettings {
     /// How long a password reset link stays valid.
     #[arg(long, env = "ADMIT_RESET_TOKEN_TTL", default_value = "1h")]
     pub reset_token_ttl: Lifetime,
+
+    /// How long the link that undoes an email change (mailed to the old address) stays valid.
+    #[arg(long, env = "ADMIT_EMAIL_REVERT_TTL", default_value = "7d")]
+    pub email_revert_ttl: Lifetime,
 
     /// Fewest characters (Unicode code points) a password may have.
     #[arg(long, env = "ADMIT_PASSWORD_MIN_LENGTH", default_value_t = 12, value_parser = password_length)]

@@ -81,6 +81,8 @@ impl Application {
         };
         let confirm_url = page(&http.confirm_url, "confirm")?;
         let reset_url = page(&http.reset_url, "reset")?;
+        let email_change_url = page(&http.email_change_url, "email-change")?;
+        let email_revert_url = page(&http.email_revert_url, "email-revert")?;
         let transport = Transport::new(
             mail.smtp_url.as_ref(),
             mail.mail_dir.clone(),
@@ -146,6 +148,9 @@ impl Application {
                 confirm_url,
                 reset_ttl: account_settings.reset_token_ttl,
                 reset_url,
+                email_change_url,
+                email_revert_url,
+                email_revert_ttl: account_settings.email_revert_ttl,
             },
         );
         let purge = Purge {

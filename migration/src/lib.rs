@@ -16,6 +16,7 @@ mod m20261123_000010_create_resend_requests;
 mod m20261123_000011_add_purge_and_dispatch_indexes;
 mod m20261130_000012_create_sessions_and_sign_in_throttles;
 mod m20261130_000013_add_purpose_to_resend_requests;
+mod m20261130_000014_add_email_to_verification_tokens;
 
 /// Every migration of admit, in the order they apply.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000011_add_purge_and_dispatch_indexes::Migration),
             Box::new(m20261130_000012_create_sessions_and_sign_in_throttles::Migration),
             Box::new(m20261130_000013_add_purpose_to_resend_requests::Migration),
+            Box::new(m20261130_000014_add_email_to_verification_tokens::Migration),
         ]
     }
 }

@@ -16,9 +16,11 @@ use sea_orm::{DbErr, RuntimeErr, sqlx};
 use super::{
     session::{self, CookieChange},
     types::{
-        Acceptance, ChangePasswordPayload, ConfirmAccountPayload, ErrorCode, RegisterPayload,
+        Acceptance, ChangePasswordPayload, ConfirmAccountPayload, ConfirmEmailChangePayload,
+        DeleteAccountPayload, ErrorCode, RegisterPayload, RequestEmailChangePayload,
         RequestPasswordResetPayload, ResendConfirmationPayload, ResetPasswordPayload,
-        RevokeSessionPayload, Session, SessionDelivery, SignInPayload, UserError,
+        RevertEmailChangePayload, RevokeSessionPayload, Session, SessionDelivery, SignInPayload,
+        UserError,
     },
 };
 use crate::{
@@ -26,6 +28,7 @@ use crate::{
     services::{
         HashError,
         accounts::{ConfirmError, RegisterError, ResendError},
+        email_change::{ChangeEmailError, DeleteAccountError, RequestEmailChangeError},
         recovery::{ChangePasswordError, RequestResetError, ResetError},
         sessions::RevokeError,
         sign_in::{SignInError, SignedIn},
@@ -68,8 +71,8 @@ pub(super) fn charge_costly(ctx: &Context<'_>) -> async_graphql::Result<()> {
     match ctx.data_opt::<CostlyBudget>() {
         Some(budget) if !budget.take() => Err(async_graphql::Error::new(format!(
             "One HTTP request may run at most {MAX_COSTLY_PER_REQUEST} costly operations \
-             (register, resendConfirmation, confirmAccount, signIn, requestPasswordReset, \
-             resetPassword, changePassword), batches and aliases together."
+             (those that hash a password, send mail or use a link), batches and aliases \
+             together."
         ))
         .extend_with(|_, ext| ext.set("code", "TOO_MANY_OPERATIONS"))),
         _ => Ok(()),
@@ -380,6 +383,110 @@ pub(super) fn change_password_payload(
     Ok(ChangePasswordPayload {
         user: None,
         retry_after_seconds,
+        user_errors: vec![error],
+    })
+}
+
+pub(super) fn request_email_change_payload(
+    ctx: &Context<'_>,
+    outcome: Result<(), RequestEmailChangeError>,
+) -> async_graphql::Result<RequestEmailChangePayload> {
+    let error = match outcome {
+        Ok(()) => return Ok(Acceptance::ok().into()),
+        Err(RequestEmailChangeError::RateLimited(limited)) => {
+            return Ok(rate_limited_acceptance(&["input", "newEmail"], limited).into());
+        }
+        Err(RequestEmailChangeError::InvalidCredentials) => field_error(
+            &["input", "password"],
+            ErrorCode::InvalidCredentials,
+            "Your password is wrong.".to_owned(),
+        ),
+        Err(RequestEmailChangeError::SameAddress) => field_error(
+            &["input", "newEmail"],
+            ErrorCode::InvalidEmail,
+            "This is already your address.".to_owned(),
+        ),
+        Err(RequestEmailChangeError::Internal(err)) => return Err(internal(ctx, &err)),
+    };
+    Ok(Acceptance::invalid(vec![error]).into())
+}
+
+/// The user error for a change or revert link that did not change the address.
+fn email_link_error(err: ChangeEmailError) -> Result<UserError, anyhow::Error> {
+    let token = |code, message: &str| field_error(&["token"], code, message.to_owned());
+    Ok(match err {
+        ChangeEmailError::InvalidToken => token(
+            ErrorCode::TokenInvalid,
+            "This link is not valid. Open the link from your most recent email.",
+        ),
+        ChangeEmailError::ExpiredToken => token(ErrorCode::TokenExpired, "This link has expired."),
+        ChangeEmailError::SupersededToken => token(
+            ErrorCode::TokenSuperseded,
+            "A newer link was sent since: open the most recent email.",
+        ),
+        ChangeEmailError::UsedToken => token(ErrorCode::TokenUsed, "This link was used already."),
+        ChangeEmailError::AddressTaken => token(
+            ErrorCode::InvalidInput,
+            "This address belongs to another account now, so it cannot be yours.",
+        ),
+        ChangeEmailError::RateLimited(limited) => rate_limited(&["token"], limited).1,
+        ChangeEmailError::Internal(err) => return Err(err),
+    })
+}
+
+pub(super) fn confirm_email_change_payload(
+    ctx: &Context<'_>,
+    outcome: Result<users::Model, ChangeEmailError>,
+) -> async_graphql::Result<ConfirmEmailChangePayload> {
+    match outcome {
+        Ok(user) => Ok(ConfirmEmailChangePayload {
+            user: Some(user.into()),
+            user_errors: Vec::new(),
+        }),
+        Err(err) => Ok(ConfirmEmailChangePayload {
+            user: None,
+            user_errors: vec![email_link_error(err).map_err(|err| internal(ctx, &err))?],
+        }),
+    }
+}
+
+pub(super) fn revert_email_change_payload(
+    ctx: &Context<'_>,
+    outcome: Result<users::Model, ChangeEmailError>,
+) -> async_graphql::Result<RevertEmailChangePayload> {
+    match outcome {
+        Ok(user) => Ok(RevertEmailChangePayload {
+            user: Some(user.into()),
+            user_errors: Vec::new(),
+        }),
+        Err(err) => Ok(RevertEmailChangePayload {
+            user: None,
+            user_errors: vec![email_link_error(err).map_err(|err| internal(ctx, &err))?],
+        }),
+    }
+}
+
+pub(super) fn delete_account_payload(
+    ctx: &Context<'_>,
+    outcome: Result<(), DeleteAccountError>,
+) -> async_graphql::Result<DeleteAccountPayload> {
+    let error = match outcome {
+        Ok(()) => {
+            return Ok(DeleteAccountPayload {
+                deleted: true,
+                user_errors: Vec::new(),
+            });
+        }
+        Err(DeleteAccountError::RateLimited(limited)) => rate_limited(&["password"], limited).1,
+        Err(DeleteAccountError::InvalidCredentials) => field_error(
+            &["password"],
+            ErrorCode::InvalidCredentials,
+            "Your password is wrong.".to_owned(),
+        ),
+        Err(DeleteAccountError::Internal(err)) => return Err(internal(ctx, &err)),
+    };
+    Ok(DeleteAccountPayload {
+        deleted: false,
         user_errors: vec![error],
     })
 }

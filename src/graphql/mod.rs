@@ -11,7 +11,7 @@ use async_graphql::{ComplexObject, Context, EmptySubscription, ID, Object, Schem
 use crate::{
     domain::{ClientNetwork, ConfirmationToken, EmailAddress, Password},
     services::{
-        accounts, recovery,
+        accounts, email_change, recovery,
         sessions::{self, Authenticated},
         sign_in::{self, SignInError, SignInRequest},
     },
@@ -20,9 +20,11 @@ use crate::{
 pub use errors::{CostlyBudget, MAX_COSTLY_PER_REQUEST, RequestId};
 pub use session::{CookieChange, Presented, RequestSession};
 use types::{
-    Acceptance, ChangePasswordInput, ChangePasswordPayload, ConfirmAccountPayload, PasswordPolicy,
-    RegisterInput, RegisterPayload, RequestPasswordResetPayload, ResendConfirmationPayload,
-    ResetPasswordInput, ResetPasswordPayload, RevokeSessionPayload, Session, SessionDelivery,
+    Acceptance, ChangePasswordInput, ChangePasswordPayload, ConfirmAccountPayload,
+    ConfirmEmailChangePayload, DeleteAccountPayload, PasswordPolicy, RegisterInput,
+    RegisterPayload, RequestEmailChangeInput, RequestEmailChangePayload,
+    RequestPasswordResetPayload, ResendConfirmationPayload, ResetPasswordInput,
+    ResetPasswordPayload, RevertEmailChangePayload, RevokeSessionPayload, Session, SessionDelivery,
     SignInInput, SignInPayload, SignOutPayload, Viewer,
 };
 
@@ -334,6 +336,129 @@ impl Mutation {
             }
         };
         errors::change_password_payload(ctx, outcome)
+    }
+
+    /// Asks to move the signed-in person's account to `newEmail`, given the password (a wrong
+    /// one counts like a failed sign-in). A link goes to the new address; the address changes
+    /// only when it is used. If the new address has an account, the answer is the same and
+    /// that address gets a short notice instead.
+    #[graphql(complexity = "MUTATION_COST")]
+    async fn request_email_change(
+        &self,
+        ctx: &Context<'_>,
+        input: RequestEmailChangeInput,
+    ) -> async_graphql::Result<RequestEmailChangePayload> {
+        let state = errors::app_state(ctx)?;
+        let Some(viewer) = signed_in(ctx).await? else {
+            return Ok(Acceptance::invalid(vec![types::UserError::unauthenticated()]).into());
+        };
+        let new_email = match EmailAddress::parse(&input.new_email) {
+            Ok(email) => email,
+            Err(err) => {
+                let error = errors::invalid_email(&["input", "newEmail"], err);
+                return Ok(Acceptance::invalid(vec![error]).into());
+            }
+        };
+        errors::charge_costly(ctx)?;
+        let outcome = match Password::attempt(&input.password) {
+            Err(_) => Err(email_change::RequestEmailChangeError::InvalidCredentials),
+            Ok(password) => {
+                errors::within_deadline(
+                    state,
+                    email_change::request_email_change(
+                        &state.accounts,
+                        client(ctx),
+                        &viewer.user,
+                        new_email,
+                        password,
+                    ),
+                )
+                .await
+            }
+        };
+        errors::request_email_change_payload(ctx, outcome)
+    }
+
+    /// Moves the account to the address the link was mailed to (from the link's token). The
+    /// old address then gets a notice with a link that undoes the change.
+    #[graphql(complexity = "MUTATION_COST")]
+    async fn confirm_email_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The token from the link (after `#token=`).")] token: String,
+    ) -> async_graphql::Result<ConfirmEmailChangePayload> {
+        let state = errors::app_state(ctx)?;
+        errors::charge_costly(ctx)?;
+        let outcome = match ConfirmationToken::parse(&token) {
+            Ok(token) => {
+                errors::within_deadline(
+                    state,
+                    email_change::confirm_email_change(&state.accounts, client(ctx), token),
+                )
+                .await
+            }
+            Err(_) => Err(email_change::ChangeEmailError::InvalidToken),
+        };
+        errors::confirm_email_change_payload(ctx, outcome)
+    }
+
+    /// Undoes an address change with the link mailed to the old address: the old address
+    /// again (if still free), every session ended, and a password reset link mailed there.
+    #[graphql(complexity = "MUTATION_COST")]
+    async fn revert_email_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The token from the link (after `#token=`).")] token: String,
+    ) -> async_graphql::Result<RevertEmailChangePayload> {
+        let state = errors::app_state(ctx)?;
+        errors::charge_costly(ctx)?;
+        let outcome = match ConfirmationToken::parse(&token) {
+            Ok(token) => {
+                errors::within_deadline(
+                    state,
+                    email_change::revert_email_change(&state.accounts, client(ctx), token),
+                )
+                .await
+            }
+            Err(_) => Err(email_change::ChangeEmailError::InvalidToken),
+        };
+        errors::revert_email_change_payload(ctx, outcome)
+    }
+
+    /// Deletes the signed-in person's account, given the password: the account, its sessions,
+    /// links and waiting mail go; a notice goes to the address, which can sign up again.
+    #[graphql(complexity = "MUTATION_COST")]
+    async fn delete_account(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The account's password, exactly as typed.")] password: String,
+    ) -> async_graphql::Result<DeleteAccountPayload> {
+        let state = errors::app_state(ctx)?;
+        let Some(viewer) = signed_in(ctx).await? else {
+            return Ok(DeleteAccountPayload {
+                deleted: false,
+                user_errors: vec![types::UserError::unauthenticated()],
+            });
+        };
+        errors::charge_costly(ctx)?;
+        let outcome = match Password::attempt(&password) {
+            Err(_) => Err(email_change::DeleteAccountError::InvalidCredentials),
+            Ok(password) => {
+                errors::within_deadline(
+                    state,
+                    email_change::delete_account(&state.accounts, &viewer.user, password),
+                )
+                .await
+            }
+        };
+        if outcome.is_ok() {
+            let request = session::of(ctx);
+            request.forget_viewer().await;
+            if request.presented() == Some(Presented::Cookie) {
+                request.set_cookie(CookieChange::Clear);
+            }
+        }
+        errors::delete_account_payload(ctx, outcome)
     }
 
     /// Signs in to a confirmed account and starts a session, delivered as an `HttpOnly`

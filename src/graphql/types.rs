@@ -232,6 +232,66 @@ pub struct ChangePasswordPayload {
     pub user_errors: Vec<UserError>,
 }
 
+/// What a change-email form sends.
+#[derive(Debug, InputObject)]
+pub struct RequestEmailChangeInput {
+    /// The address to move the account to.
+    pub new_email: String,
+    /// The account's password, exactly as typed.
+    pub password: String,
+}
+
+/// The outcome of `requestEmailChange`.
+#[derive(Debug, SimpleObject)]
+pub struct RequestEmailChangePayload {
+    /// True when the request was taken: a link to confirm the change is on its way to the new
+    /// address (or, if that address has an account of its own, a short notice; the answer is
+    /// the same). The address changes only when the link is used.
+    pub accepted: bool,
+    /// With `RATE_LIMITED`: seconds to wait before trying again.
+    pub retry_after_seconds: Option<u32>,
+    /// Why the request was not taken; empty when accepted.
+    pub user_errors: Vec<UserError>,
+}
+
+impl From<Acceptance> for RequestEmailChangePayload {
+    fn from(acceptance: Acceptance) -> Self {
+        Self {
+            accepted: acceptance.accepted,
+            retry_after_seconds: acceptance.retry_after_seconds,
+            user_errors: acceptance.user_errors,
+        }
+    }
+}
+
+/// The outcome of `confirmEmailChange`.
+#[derive(Debug, SimpleObject)]
+pub struct ConfirmEmailChangePayload {
+    /// The account, now with its new address; null when `userErrors` says why not.
+    pub user: Option<User>,
+    /// Why the address did not change; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+/// The outcome of `revertEmailChange`.
+#[derive(Debug, SimpleObject)]
+pub struct RevertEmailChangePayload {
+    /// The account, back on its old address, every session ended and a password reset link on
+    /// its way there; null when `userErrors` says why not.
+    pub user: Option<User>,
+    /// Why the change was not undone; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
+/// The outcome of `deleteAccount`.
+#[derive(Debug, SimpleObject)]
+pub struct DeleteAccountPayload {
+    /// True when the account, its sessions, links and waiting mail are gone.
+    pub deleted: bool,
+    /// Why the account was not deleted; empty on success.
+    pub user_errors: Vec<UserError>,
+}
+
 /// How a new session's token reaches the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum SessionDelivery {

@@ -18,7 +18,7 @@ pub struct OutgoingEmail {
 
 /// Every template, by the file name that overrides it. Names ending in `.html` are
 /// HTML-escaped: a display name cannot inject markup.
-const BUILT_IN: [(&str, &str); 16] = [
+const BUILT_IN: [(&str, &str); 28] = [
     ("layout.html", include_str!("templates/layout.html")),
     (
         "confirmation.subject.txt",
@@ -79,6 +79,54 @@ const BUILT_IN: [(&str, &str); 16] = [
     (
         "password_changed.html",
         include_str!("templates/password_changed.html"),
+    ),
+    (
+        "email_change.subject.txt",
+        include_str!("templates/email_change.subject.txt"),
+    ),
+    (
+        "email_change.txt",
+        include_str!("templates/email_change.txt"),
+    ),
+    (
+        "email_change.html",
+        include_str!("templates/email_change.html"),
+    ),
+    (
+        "email_changed.subject.txt",
+        include_str!("templates/email_changed.subject.txt"),
+    ),
+    (
+        "email_changed.txt",
+        include_str!("templates/email_changed.txt"),
+    ),
+    (
+        "email_changed.html",
+        include_str!("templates/email_changed.html"),
+    ),
+    (
+        "email_in_use.subject.txt",
+        include_str!("templates/email_in_use.subject.txt"),
+    ),
+    (
+        "email_in_use.txt",
+        include_str!("templates/email_in_use.txt"),
+    ),
+    (
+        "email_in_use.html",
+        include_str!("templates/email_in_use.html"),
+    ),
+    (
+        "account_deleted.subject.txt",
+        include_str!("templates/account_deleted.subject.txt"),
+    ),
+    (
+        "account_deleted.txt",
+        include_str!("templates/account_deleted.txt"),
+    ),
+    (
+        "account_deleted.html",
+        include_str!("templates/account_deleted.html"),
     ),
 ];
 
@@ -151,6 +199,17 @@ impl Templates {
             Duration::from_secs(3600),
         )?;
         templates.password_changed(true)?;
+        templates.email_change(
+            "https://example.com/email-change#token=x",
+            Duration::from_secs(3600),
+        )?;
+        templates.email_changed(
+            "new@example.com",
+            "https://example.com/email-revert#token=x",
+            Duration::from_secs(3600),
+        )?;
+        templates.email_in_use()?;
+        templates.account_deleted()?;
         Ok(templates)
     }
 
@@ -235,6 +294,58 @@ impl Templates {
                 product_name => &*self.product_name,
                 signed_out_everywhere => signed_out_everywhere,
             },
+        )
+    }
+
+    /// The link that moves an account to this (new) address. Like a confirmation, it carries
+    /// nothing the requester wrote.
+    pub fn email_change(
+        &self,
+        link: &str,
+        valid_for: Duration,
+    ) -> Result<OutgoingEmail, TemplateError> {
+        self.render(
+            "email_change",
+            context! {
+                product_name => &*self.product_name,
+                link => link,
+                valid_for => describe(valid_for),
+            },
+        )
+    }
+
+    /// To the old address once the change is made: the new address, and the link that undoes
+    /// the change if it was not the owner.
+    pub fn email_changed(
+        &self,
+        new_email: &str,
+        link: &str,
+        valid_for: Duration,
+    ) -> Result<OutgoingEmail, TemplateError> {
+        self.render(
+            "email_changed",
+            context! {
+                product_name => &*self.product_name,
+                new_email => new_email,
+                link => link,
+                valid_for => describe(valid_for),
+            },
+        )
+    }
+
+    /// To an address another account asked to move to, which has an account already: no link.
+    pub fn email_in_use(&self) -> Result<OutgoingEmail, TemplateError> {
+        self.render(
+            "email_in_use",
+            context! { product_name => &*self.product_name },
+        )
+    }
+
+    /// To the address of an account just deleted.
+    pub fn account_deleted(&self) -> Result<OutgoingEmail, TemplateError> {
+        self.render(
+            "account_deleted",
+            context! { product_name => &*self.product_name },
         )
     }
 

@@ -61,6 +61,12 @@ pub struct AccountPolicy {
     pub reset_ttl: Lifetime,
     /// The page password reset links point at, without fragment.
     pub reset_url: Url,
+    /// The page email change links (to the new address) point at, without fragment.
+    pub email_change_url: Url,
+    /// The page revert links (to the old address) point at, without fragment.
+    pub email_revert_url: Url,
+    /// How long a revert link stays valid.
+    pub email_revert_ttl: Lifetime,
 }
 
 impl Accounts {
@@ -602,6 +608,7 @@ async fn issue_link(
         signup_id: Set(Some(signup.id)),
         password_hash: Set(Some(signup.password_hash.clone())),
         display_name: Set(signup.display_name.clone()),
+        email: Set(None),
     })
     .exec_without_returning(txn)
     .await?;

@@ -3,7 +3,9 @@
 
 pub mod accounts;
 pub mod client_budget;
+pub mod email_change;
 mod hashing;
+mod links;
 pub mod purge;
 pub mod recovery;
 pub mod sessions;

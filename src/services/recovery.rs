@@ -13,17 +13,16 @@
 use entity::{users, verification_tokens};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QuerySelect, sea_query::Expr,
+    QuerySelect,
 };
 use uuid::Uuid;
 
 use super::{
     Verification,
     accounts::{
-        Accounts, PURPOSE_ACCOUNT_CONFIRMATION, link, lock_user_by_key, new_token,
-        record_mail_request,
+        Accounts, PURPOSE_ACCOUNT_CONFIRMATION, link, lock_user_by_key, record_mail_request,
     },
-    client_budget, sessions, sign_in,
+    client_budget, links, sessions, sign_in,
     throttle::RateLimited,
 };
 use crate::{
@@ -107,6 +106,16 @@ macro_rules! common_from {
 }
 common_from!(RequestResetError, ResetError, ChangePasswordError);
 
+impl From<links::Spent> for ResetError {
+    fn from(spent: links::Spent) -> Self {
+        match spent {
+            links::Spent::Used => Self::UsedToken,
+            links::Spent::Superseded => Self::SupersededToken,
+            links::Spent::Expired => Self::ExpiredToken,
+        }
+    }
+}
+
 /// Records a request for a reset link to `email`; see the module's description.
 pub async fn request_password_reset(
     accounts: &Accounts,
@@ -127,23 +136,13 @@ pub(super) async fn issue_reset_link(
     let Some(user) = lock_user_by_key(txn, &request.email_key).await? else {
         return Ok(None);
     };
-    let now = now();
-    supersede(txn, user.id, PURPOSE_PASSWORD_RESET, None).await?;
-    let token = new_token()?;
-    verification_tokens::Entity::insert(verification_tokens::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        user_id: Set(user.id),
-        purpose: Set(PURPOSE_PASSWORD_RESET.to_owned()),
-        token_hash: Set(token.hash().as_str().to_owned()),
-        created_at: Set(now),
-        expires_at: Set(now + accounts.settings.reset_ttl.delta()),
-        consumed_at: Set(None),
-        superseded_at: Set(None),
-        signup_id: Set(None),
-        password_hash: Set(None),
-        display_name: Set(None),
-    })
-    .exec_without_returning(txn)
+    let token = links::issue(
+        txn,
+        user.id,
+        PURPOSE_PASSWORD_RESET,
+        accounts.settings.reset_ttl.delta(),
+        None,
+    )
     .await?;
     let message = accounts.templates.password_reset(
         &link(&accounts.settings.reset_url, &token),
@@ -176,7 +175,7 @@ pub async fn reset_password(
         .one(&accounts.db)
         .await?
         .ok_or(ResetError::InvalidToken)?;
-    usable(&record)?;
+    links::usable(&record)?;
     let user = users::Entity::find_by_id(record.user_id)
         .one(&accounts.db)
         .await?
@@ -200,17 +199,13 @@ pub async fn reset_password(
         .one(&txn)
         .await?
         .ok_or(ResetError::InvalidToken)?;
-    usable(&record)?;
+    links::usable(&record)?;
     let now = now();
-    verification_tokens::Entity::update_many()
-        .col_expr(verification_tokens::Column::ConsumedAt, Expr::value(now))
-        .filter(verification_tokens::Column::Id.eq(record.id))
-        .exec(&txn)
-        .await?;
-    supersede(&txn, user.id, PURPOSE_PASSWORD_RESET, Some(record.id)).await?;
+    links::consume(&txn, record.id).await?;
+    links::supersede(&txn, user.id, PURPOSE_PASSWORD_RESET, Some(record.id)).await?;
     if user.confirmed_at.is_none() {
         // Pending sign-ups would otherwise set another password when confirmed.
-        supersede(&txn, user.id, PURPOSE_ACCOUNT_CONFIRMATION, None).await?;
+        links::supersede(&txn, user.id, PURPOSE_ACCOUNT_CONFIRMATION, None).await?;
     }
     let user = users::Entity::update(users::ActiveModel {
         id: Set(user.id),
@@ -286,7 +281,7 @@ pub async fn change_password(
 }
 
 /// `raw` as the account's new password: the policy, and not built on the account's own words.
-fn new_account_password(
+pub(super) fn new_account_password(
     accounts: &Accounts,
     user: &users::Model,
     raw: &str,
@@ -297,45 +292,8 @@ fn new_account_password(
 }
 
 /// Where notices to the account go: its address with an ASCII domain.
-fn mailbox(user: &users::Model) -> anyhow::Result<String> {
+pub(super) fn mailbox(user: &users::Model) -> anyhow::Result<String> {
     EmailAddress::parse(&user.email)
         .map(|email| email.deliverable().to_owned())
         .map_err(|err| anyhow::anyhow!("the stored address of {} does not parse: {err}", user.id))
-}
-
-/// Whether a reset link can still be used.
-fn usable(record: &verification_tokens::Model) -> Result<(), ResetError> {
-    if record.consumed_at.is_some() {
-        return Err(ResetError::UsedToken);
-    }
-    if record.superseded_at.is_some() {
-        return Err(ResetError::SupersededToken);
-    }
-    if record.expires_at <= now() {
-        return Err(ResetError::ExpiredToken);
-    }
-    Ok(())
-}
-
-/// Marks the account's unused links of `purpose` (but `except`) superseded.
-async fn supersede(
-    txn: &DatabaseTransaction,
-    user_id: Uuid,
-    purpose: &str,
-    except: Option<Uuid>,
-) -> Result<(), DbErr> {
-    let mut update = verification_tokens::Entity::update_many()
-        .col_expr(
-            verification_tokens::Column::SupersededAt,
-            Expr::value(now()),
-        )
-        .filter(verification_tokens::Column::UserId.eq(user_id))
-        .filter(verification_tokens::Column::Purpose.eq(purpose))
-        .filter(verification_tokens::Column::ConsumedAt.is_null())
-        .filter(verification_tokens::Column::SupersededAt.is_null());
-    if let Some(except) = except {
-        update = update.filter(verification_tokens::Column::Id.ne(except));
-    }
-    update.exec(txn).await?;
-    Ok(())
 }

@@ -115,6 +115,7 @@ async fn confirm_account_rejects_a_token_issued_for_another_purpose(backend: Bac
         signup_id: Set(None),
         password_hash: Set(None),
         display_name: Set(None),
+        email: Set(None),
     })
     .exec(&app.db)
     .await

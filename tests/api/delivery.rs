@@ -23,7 +23,7 @@ on_both_backends!(
 );
 
 /// Polls (bounded) until `done` holds for the outbox rows.
-async fn wait_for_outbox(
+pub async fn wait_for_outbox(
     db: &sea_orm::DatabaseConnection,
     what: &str,
     done: impl Fn(&[outbox_messages::Model]) -> bool,

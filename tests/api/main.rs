@@ -8,6 +8,7 @@ mod confirm;
 mod connections;
 mod delivery;
 mod documents;
+mod email_change;
 mod helpers;
 mod http;
 mod lifecycle;

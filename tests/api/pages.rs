@@ -556,7 +556,11 @@ async fn a_forgotten_password_is_reset_from_the_emailed_link() {
     .await;
     assert_eq!(invalid.state(), "resent", "{}", invalid.read("again"));
     let notice = app.smtp.next_mail().await;
-    assert!(notice.subject().contains("password was changed"), "{}", notice.subject());
+    assert!(
+        notice.subject().contains("password was changed"),
+        "{}",
+        notice.subject()
+    );
     let fresh = app.smtp.next_mail().await;
     assert!(fresh.subject().contains("Reset"), "{}", fresh.subject());
 }

@@ -44,6 +44,9 @@ async fn every_shared_operation_validates_against_the_schema() {
         let input = match name {
             "ResetPassword" => serde_json::json!({ "token": "t", "newPassword": "x" }),
             "ChangePassword" => serde_json::json!({ "currentPassword": "x", "newPassword": "y" }),
+            "RequestEmailChange" => {
+                serde_json::json!({ "newEmail": "b@example.com", "password": "x" })
+            }
             _ => serde_json::json!({ "email": "a@example.com", "password": "x" }),
         };
         let request = async_graphql::Request::new(document)
@@ -53,6 +56,7 @@ async fn every_shared_operation_validates_against_the_schema() {
                 "token": "t",
                 "email": "a@example.com",
                 "id": "x",
+                "password": "x",
             })));
         let response = schema.execute(request).await;
         assert!(!response.errors.is_empty(), "{name} ran without state?");
