@@ -114,6 +114,8 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/graphql", graphql)
         .route("/confirm", get(pages::confirm))
         .route("/reset", get(pages::reset))
+        .route("/email-change", get(pages::email_change))
+        .route("/email-revert", get(pages::email_revert))
         .route("/healthz", get(pages::healthz))
         .route("/readyz", get(pages::readyz))
         .with_state(http)

@@ -158,6 +158,33 @@ static RESET: LazyLock<Page> = LazyLock::new(|| {
     )
 });
 
+/// The landing page of one of the two address-change links.
+fn email_link_page(kind: &str, title: &str, button: &str) -> Page {
+    Page::new(
+        &include_str!("pages/email-link.html")
+            .replace("/*KIND*/", kind)
+            .replace("/*TITLE*/", title)
+            .replace("/*BUTTON*/", button),
+        include_str!("pages/email-link.js"),
+    )
+}
+
+static EMAIL_CHANGE: LazyLock<Page> = LazyLock::new(|| {
+    email_link_page(
+        "change",
+        "Confirm your new email address",
+        "Make this my address",
+    )
+});
+
+static EMAIL_REVERT: LazyLock<Page> = LazyLock::new(|| {
+    email_link_page(
+        "revert",
+        "Undo the email address change",
+        "This was not me: undo it",
+    )
+});
+
 static SIGNIN: LazyLock<Page> = LazyLock::new(|| {
     Page::new(
         include_str!("pages/signin.html"),
@@ -194,6 +221,16 @@ pub(super) async fn signup() -> Response {
 /// person submits it (mail scanners open links and may run their scripts).
 pub(super) async fn reset() -> Response {
     RESET.respond()
+}
+
+/// `GET /email-change`: where the link to a new address lands; only a click changes it.
+pub(super) async fn email_change() -> Response {
+    EMAIL_CHANGE.respond()
+}
+
+/// `GET /email-revert`: where the link to the old address lands; only a click undoes.
+pub(super) async fn email_revert() -> Response {
+    EMAIL_REVERT.respond()
 }
 
 /// `GET /signin`: the demo sign-in form; the session becomes an `HttpOnly` cookie.

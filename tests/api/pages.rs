@@ -564,3 +564,98 @@ async fn a_forgotten_password_is_reset_from_the_emailed_link() {
     let fresh = app.smtp.next_mail().await;
     assert!(fresh.subject().contains("Reset"), "{}", fresh.subject());
 }
+
+#[tokio::test]
+async fn an_address_is_changed_undone_and_the_account_deleted_from_the_pages() {
+    if !crate::helpers::browser_ready() {
+        return;
+    }
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.confirmed_account("mover@example.com").await;
+    let sign_in = |email: &str| {
+        json!([
+            { "goto": app.url("/signin"), "size": "390x844" },
+            { "fill": "#email", "value": email },
+            { "fill": "#password", "value": PASSWORD },
+            { "click": "#submit" },
+            { "waitFor": "body[data-state=signed-in] #account" },
+        ])
+    };
+
+    let mut steps = sign_in("mover@example.com");
+    steps.as_array_mut().unwrap().extend(
+        json!([
+            { "fill": "#new-email", "value": "moved@example.com" },
+            { "fill": "#email-password", "value": PASSWORD },
+            { "click": "#email-submit" },
+            { "waitState": ["email-requested", "email-refused", "error"] },
+            { "read": "#email-message", "as": "requested" },
+            { "screenshot": "account-email-requested" },
+        ])
+        .as_array()
+        .unwrap()
+        .clone(),
+    );
+    let requested = browse(steps).await;
+    assert_eq!(
+        requested.state(),
+        "email-requested",
+        "{}",
+        requested.read("requested")
+    );
+    let link = app.smtp.next_mail().await.link();
+
+    let opened = browse(json!([
+        { "goto": link, "size": "390x844" },
+        { "wait": 300 },
+        { "screenshot": "email-change-ready" },
+        { "click": "#act" },
+        { "waitState": ["done", "invalid", "expired", "superseded", "used", "refused", "error"] },
+        { "read": "#message", "as": "message" },
+        { "screenshot": "email-change-done" },
+    ]))
+    .await;
+    assert_eq!(opened.state(), "done", "{}", opened.read("message"));
+    assert!(opened.read("message").contains("moved@example.com"));
+    assert_eq!(
+        opened.posts(),
+        &json!(["/graphql"]),
+        "only the click sent something"
+    );
+    let revert = app.smtp.next_mail().await.link();
+    assert!(revert.contains("/email-revert#token="), "{revert}");
+
+    let undone = browse(json!([
+        { "goto": revert, "size": "390x844" },
+        { "click": "#act" },
+        { "waitState": ["done", "invalid", "expired", "superseded", "used", "refused", "error"] },
+        { "read": "#message", "as": "message" },
+        { "screenshot": "email-revert-done" },
+    ]))
+    .await;
+    assert_eq!(undone.state(), "done", "{}", undone.read("message"));
+    assert!(undone.read("message").contains("mover@example.com again"));
+    assert!(app.smtp.next_mail().await.link().contains("/reset#token="));
+
+    let mut steps = sign_in("mover@example.com");
+    steps.as_array_mut().unwrap().extend(
+        json!([
+            { "fill": "#delete-password", "value": "not my password" },
+            { "click": "#delete-submit" },
+            { "waitState": ["delete-refused", "deleted", "error"] },
+            { "read": "#delete-error", "as": "wrong" },
+            { "fill": "#delete-password", "value": PASSWORD },
+            { "click": "#delete-submit" },
+            { "waitState": ["deleted", "delete-refused", "error"] },
+            { "read": "#message", "as": "deleted" },
+            { "screenshot": "account-deleted" },
+        ])
+        .as_array()
+        .unwrap()
+        .clone(),
+    );
+    let deleted = browse(steps).await;
+    assert_eq!(deleted.read("wrong"), "Your password is wrong.");
+    assert_eq!(deleted.state(), "deleted", "{}", deleted.read("deleted"));
+    assert!(users::Entity::find().one(&app.db).await.unwrap().is_none());
+}

@@ -114,6 +114,62 @@
       .catch(failed);
   });
 
+  document.getElementById("email-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var newEmail = document.getElementById("new-email");
+    var password = document.getElementById("email-password");
+    var emailMessage = document.getElementById("email-message");
+    ["new-email-error", "email-password-error"].forEach(function (id) { document.getElementById(id).textContent = ""; });
+    emailMessage.textContent = "";
+    callAdmit("RequestEmailChange", { input: { newEmail: newEmail.value, password: password.value } })
+      .then(function (body) {
+        var payload = body.data.requestEmailChange;
+        if (payload.accepted) {
+          password.value = "";
+          emailMessage.className = "good";
+          emailMessage.textContent = "Check " + newEmail.value.trim() + " for a link: your address changes when you open it.";
+          state("email-requested");
+          return;
+        }
+        var error = payload.userErrors[0] || { field: null, message: "That did not work." };
+        var field = error.field ? error.field[error.field.length - 1] : "";
+        var text = error.code === "RATE_LIMITED"
+          ? "Please wait " + payload.retryAfterSeconds + " seconds and try again."
+          : error.message;
+        var target = field === "password" ? "email-password-error" : field === "newEmail" ? "new-email-error" : null;
+        if (target) {
+          document.getElementById(target).textContent = text;
+        } else {
+          emailMessage.className = "error";
+          emailMessage.textContent = text;
+        }
+        state("email-refused");
+      })
+      .catch(failed);
+  });
+
+  document.getElementById("delete-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var password = document.getElementById("delete-password");
+    var deleteError = document.getElementById("delete-error");
+    deleteError.textContent = "";
+    callAdmit("DeleteAccount", { password: password.value })
+      .then(function (body) {
+        var payload = body.data.deleteAccount;
+        if (payload.deleted) {
+          signedOut("Your account is deleted. We sent a last email to confirm it.");
+          state("deleted");
+          return;
+        }
+        var error = payload.userErrors[0] || { message: "That did not work." };
+        deleteError.textContent = error.code === "RATE_LIMITED"
+          ? "Too many wrong passwords. Please wait " + payload.retryAfterSeconds + " seconds."
+          : error.message;
+        state("delete-refused");
+      })
+      .catch(failed);
+  });
+
   document.getElementById("signout").addEventListener("click", function () {
     callAdmit("SignOut")
       .then(function (body) {
