@@ -209,7 +209,8 @@ pub struct MailSettings {
 
     /// Folder with email templates that replace the built-in ones, file by file
     /// (`confirmation.subject.txt`, `confirmation.txt`, `confirmation.html`, and the same for
-    /// `signup_again`, `signup_notice`, `password_reset` and `password_changed`).
+    /// `signup_again`, `signup_notice`, `password_reset`, `password_changed`, `email_change`,
+    /// `email_changed`, `email_in_use` and `account_deleted`).
     #[arg(long, env = "ADMIT_TEMPLATE_DIR")]
     pub template_dir: Option<PathBuf>,
 
