@@ -233,16 +233,13 @@ impl Mutation {
     ) -> async_graphql::Result<ConfirmAccountPayload> {
         let state = errors::app_state(ctx)?;
         errors::charge_costly(ctx)?;
-        let outcome = match ConfirmationToken::parse(&token) {
-            Ok(token) => {
-                errors::within_deadline(
-                    state,
-                    accounts::confirm_account(&state.accounts, client(ctx), token),
-                )
-                .await
-            }
-            Err(_) => Err(accounts::ConfirmError::InvalidToken),
-        };
+        let outcome = with_link(
+            state,
+            &token,
+            accounts::ConfirmError::InvalidToken,
+            |token| accounts::confirm_account(&state.accounts, client(ctx), token),
+        )
+        .await;
         errors::confirm_account_payload(ctx, outcome)
     }
 
@@ -283,21 +280,15 @@ impl Mutation {
     ) -> async_graphql::Result<ResetPasswordPayload> {
         let state = errors::app_state(ctx)?;
         errors::charge_costly(ctx)?;
-        let outcome = match ConfirmationToken::parse(&input.token) {
-            Ok(token) => {
-                errors::within_deadline(
-                    state,
-                    recovery::reset_password(
-                        &state.accounts,
-                        client(ctx),
-                        token,
-                        &input.new_password,
-                    ),
-                )
-                .await
-            }
-            Err(_) => Err(recovery::ResetError::InvalidToken),
-        };
+        let outcome = with_link(
+            state,
+            &input.token,
+            recovery::ResetError::InvalidToken,
+            |token| {
+                recovery::reset_password(&state.accounts, client(ctx), token, &input.new_password)
+            },
+        )
+        .await;
         errors::reset_password_payload(ctx, outcome)
     }
 
@@ -319,22 +310,21 @@ impl Mutation {
             });
         };
         errors::charge_costly(ctx)?;
-        let outcome = match Password::attempt(&input.current_password) {
-            Err(_) => Err(recovery::ChangePasswordError::InvalidCredentials),
-            Ok(current) => {
-                errors::within_deadline(
-                    state,
-                    recovery::change_password(
-                        &state.accounts,
-                        &viewer.user,
-                        viewer.session.id,
-                        current,
-                        &input.new_password,
-                    ),
+        let outcome = with_password(
+            state,
+            &input.current_password,
+            recovery::ChangePasswordError::InvalidCredentials,
+            |current| {
+                recovery::change_password(
+                    &state.accounts,
+                    &viewer.user,
+                    viewer.session.id,
+                    current,
+                    &input.new_password,
                 )
-                .await
-            }
-        };
+            },
+        )
+        .await;
         errors::change_password_payload(ctx, outcome)
     }
 
@@ -360,22 +350,21 @@ impl Mutation {
             }
         };
         errors::charge_costly(ctx)?;
-        let outcome = match Password::attempt(&input.password) {
-            Err(_) => Err(email_change::RequestEmailChangeError::InvalidCredentials),
-            Ok(password) => {
-                errors::within_deadline(
-                    state,
-                    email_change::request_email_change(
-                        &state.accounts,
-                        client(ctx),
-                        &viewer.user,
-                        new_email,
-                        password,
-                    ),
+        let outcome = with_password(
+            state,
+            &input.password,
+            email_change::RequestEmailChangeError::InvalidCredentials,
+            |password| {
+                email_change::request_email_change(
+                    &state.accounts,
+                    client(ctx),
+                    &viewer.user,
+                    new_email,
+                    password,
                 )
-                .await
-            }
-        };
+            },
+        )
+        .await;
         errors::request_email_change_payload(ctx, outcome)
     }
 
@@ -389,16 +378,13 @@ impl Mutation {
     ) -> async_graphql::Result<ConfirmEmailChangePayload> {
         let state = errors::app_state(ctx)?;
         errors::charge_costly(ctx)?;
-        let outcome = match ConfirmationToken::parse(&token) {
-            Ok(token) => {
-                errors::within_deadline(
-                    state,
-                    email_change::confirm_email_change(&state.accounts, client(ctx), token),
-                )
-                .await
-            }
-            Err(_) => Err(email_change::ChangeEmailError::InvalidToken),
-        };
+        let outcome = with_link(
+            state,
+            &token,
+            email_change::ChangeEmailError::InvalidToken,
+            |token| email_change::confirm_email_change(&state.accounts, client(ctx), token),
+        )
+        .await;
         errors::confirm_email_change_payload(ctx, outcome)
     }
 
@@ -412,16 +398,13 @@ impl Mutation {
     ) -> async_graphql::Result<RevertEmailChangePayload> {
         let state = errors::app_state(ctx)?;
         errors::charge_costly(ctx)?;
-        let outcome = match ConfirmationToken::parse(&token) {
-            Ok(token) => {
-                errors::within_deadline(
-                    state,
-                    email_change::revert_email_change(&state.accounts, client(ctx), token),
-                )
-                .await
-            }
-            Err(_) => Err(email_change::ChangeEmailError::InvalidToken),
-        };
+        let outcome = with_link(
+            state,
+            &token,
+            email_change::ChangeEmailError::InvalidToken,
+            |token| email_change::revert_email_change(&state.accounts, client(ctx), token),
+        )
+        .await;
         errors::revert_email_change_payload(ctx, outcome)
     }
 
@@ -441,16 +424,13 @@ impl Mutation {
             });
         };
         errors::charge_costly(ctx)?;
-        let outcome = match Password::attempt(&password) {
-            Err(_) => Err(email_change::DeleteAccountError::InvalidCredentials),
-            Ok(password) => {
-                errors::within_deadline(
-                    state,
-                    email_change::delete_account(&state.accounts, &viewer.user, password),
-                )
-                .await
-            }
-        };
+        let outcome = with_password(
+            state,
+            &password,
+            email_change::DeleteAccountError::InvalidCredentials,
+            |password| email_change::delete_account(&state.accounts, &viewer.user, password),
+        )
+        .await;
         if outcome.is_ok() {
             let request = session::of(ctx);
             request.forget_viewer().await;
@@ -484,22 +464,20 @@ impl Mutation {
             }
         };
         errors::charge_costly(ctx)?;
-        let outcome = match Password::attempt(&input.password) {
-            // Longer than any password admit accepts: it cannot be right.
-            Err(_) => Err(SignInError::InvalidCredentials),
-            Ok(password) => {
+        let outcome = with_password(
+            state,
+            &input.password,
+            SignInError::InvalidCredentials,
+            |password| {
                 let request = SignInRequest {
                     email,
                     password,
                     user_agent: session::of(ctx).user_agent(),
                 };
-                errors::within_deadline(
-                    state,
-                    sign_in::sign_in(&state.sessions, client(ctx), request),
-                )
-                .await
-            }
-        };
+                sign_in::sign_in(&state.sessions, client(ctx), request)
+            },
+        )
+        .await;
         errors::sign_in_payload(ctx, outcome, delivery, state.sessions.ttl().std())
     }
 
@@ -580,6 +558,42 @@ impl Mutation {
             revoked: true,
             user_errors: Vec::new(),
         })
+    }
+}
+
+/// Runs `work` with the link token `raw` under the database deadline; a string that cannot
+/// be a token answers `invalid` without a lookup.
+async fn with_link<T, E, Fut>(
+    state: &AppState,
+    raw: &str,
+    invalid: E,
+    work: impl FnOnce(ConfirmationToken) -> Fut,
+) -> Result<T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: From<anyhow::Error>,
+{
+    match ConfirmationToken::parse(raw) {
+        Ok(token) => errors::within_deadline(state, work(token)).await,
+        Err(_) => Err(invalid),
+    }
+}
+
+/// Runs `work` with the typed password `raw` under the database deadline; one longer than any
+/// password admit accepts cannot be right and answers `wrong` without hashing.
+async fn with_password<T, E, Fut>(
+    state: &AppState,
+    raw: &str,
+    wrong: E,
+    work: impl FnOnce(Password) -> Fut,
+) -> Result<T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: From<anyhow::Error>,
+{
+    match Password::attempt(raw) {
+        Ok(password) => errors::within_deadline(state, work(password)).await,
+        Err(_) => Err(wrong),
     }
 }
 

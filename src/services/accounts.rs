@@ -107,6 +107,22 @@ impl Accounts {
     }
 }
 
+impl Accounts {
+    /// Queues `message` to `recipient` in `txn`, commits, then wakes the dispatcher: the mail
+    /// exists exactly when the change it tells of does. The outbox id.
+    pub(super) async fn commit_with_mail(
+        &self,
+        txn: DatabaseTransaction,
+        recipient: &str,
+        message: Result<mail::OutgoingEmail, mail::TemplateError>,
+    ) -> anyhow::Result<Uuid> {
+        let message_id = mail::enqueue(&txn, &self.secrets, recipient, message?).await?;
+        txn.commit().await?;
+        self.outbox.wake();
+        Ok(message_id)
+    }
+}
+
 /// `page#token=...`: the token rides in the fragment, which browsers never send to a server.
 pub(super) fn link(page: &Url, token: &ConfirmationToken) -> String {
     let mut url = page.clone();
@@ -169,26 +185,7 @@ pub enum ConfirmError {
     Internal(#[from] anyhow::Error),
 }
 
-macro_rules! internal_from_db_err {
-    ($($error:ty),*) => {$(
-        impl From<DbErr> for $error {
-            fn from(err: DbErr) -> Self {
-                Self::Internal(err.into())
-            }
-        }
-    )*};
-}
-macro_rules! rate_limited_from {
-    ($($error:ty),*) => {$(
-        impl From<RateLimited> for $error {
-            fn from(limited: RateLimited) -> Self {
-                Self::RateLimited(limited)
-            }
-        }
-    )*};
-}
-internal_from_db_err!(RegisterError, ResendError, ConfirmError);
-rate_limited_from!(RegisterError, ResendError, ConfirmError);
+super::use_case_errors!(RegisterError, ResendError, ConfirmError);
 
 /// Registers `account` and queues the email, in one transaction.
 ///

@@ -15,8 +15,8 @@
 
 use entity::{outbox_messages, resend_requests, users, verification_tokens};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, SqlErr, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -31,7 +31,6 @@ use super::{
 use crate::{
     db::begin_write,
     domain::{ClientNetwork, ConfirmationToken, EmailAddress, Password},
-    mail,
 };
 
 /// What `verification_tokens.purpose` holds for links that confirm a new address.
@@ -97,21 +96,7 @@ pub enum DeleteAccountError {
     Internal(#[from] anyhow::Error),
 }
 
-macro_rules! common_from {
-    ($($error:ty),*) => {$(
-        impl From<DbErr> for $error {
-            fn from(err: DbErr) -> Self {
-                Self::Internal(err.into())
-            }
-        }
-        impl From<RateLimited> for $error {
-            fn from(limited: RateLimited) -> Self {
-                Self::RateLimited(limited)
-            }
-        }
-    )*};
-}
-common_from!(
+super::use_case_errors!(
     RequestEmailChangeError,
     ChangeEmailError,
     DeleteAccountError
@@ -189,13 +174,10 @@ pub async fn request_email_change(
             &link(&accounts.settings.email_change_url, &token),
             accounts.settings.token_ttl.std(),
         )
-    }
-    .map_err(anyhow::Error::from)?;
-    let message_id = mail::enqueue(&txn, &accounts.secrets, new_email.deliverable(), message)
-        .await
-        .map_err(anyhow::Error::from)?;
-    txn.commit().await?;
-    accounts.outbox.wake();
+    };
+    let message_id = accounts
+        .commit_with_mail(txn, new_email.deliverable(), message)
+        .await?;
     tracing::info!(user_id = %user.id, %message_id, "email change requested");
     Ok(())
 }
@@ -222,21 +204,16 @@ pub async fn confirm_email_change(
         Some(old_email.clone()),
     )
     .await?;
-    let notice = accounts
-        .templates
-        .email_changed(
-            new_email.as_str(),
-            &link(&accounts.settings.email_revert_url, &revert),
-            accounts.settings.email_revert_ttl.std(),
-        )
-        .map_err(anyhow::Error::from)?;
+    let notice = accounts.templates.email_changed(
+        new_email.as_str(),
+        &link(&accounts.settings.email_revert_url, &revert),
+        accounts.settings.email_revert_ttl.std(),
+    );
     let old = EmailAddress::parse(&old_email)
         .map_err(|err| anyhow::anyhow!("the old address does not parse: {err}"))?;
-    let message_id = mail::enqueue(&txn, &accounts.secrets, old.deliverable(), notice)
-        .await
-        .map_err(anyhow::Error::from)?;
-    txn.commit().await?;
-    accounts.outbox.wake();
+    let message_id = accounts
+        .commit_with_mail(txn, old.deliverable(), notice)
+        .await?;
     tracing::info!(user_id = %user.id, %message_id, "email address changed");
     Ok(user)
 }
@@ -263,18 +240,13 @@ pub async fn revert_email_change(
         None,
     )
     .await?;
-    let message = accounts
-        .templates
-        .password_reset(
-            &link(&accounts.settings.reset_url, &reset),
-            accounts.settings.reset_ttl.std(),
-        )
-        .map_err(anyhow::Error::from)?;
-    let message_id = mail::enqueue(&txn, &accounts.secrets, old_email.deliverable(), message)
-        .await
-        .map_err(anyhow::Error::from)?;
-    txn.commit().await?;
-    accounts.outbox.wake();
+    let message = accounts.templates.password_reset(
+        &link(&accounts.settings.reset_url, &reset),
+        accounts.settings.reset_ttl.std(),
+    );
+    let message_id = accounts
+        .commit_with_mail(txn, old_email.deliverable(), message)
+        .await?;
     tracing::info!(user_id = %user.id, sessions_ended = ended, %message_id, "email change reverted");
     Ok(user)
 }
@@ -399,15 +371,8 @@ pub async fn delete_account(
         .await?;
     // Sessions and links go with the user row (ON DELETE CASCADE).
     users::Entity::delete_by_id(user.id).exec(&txn).await?;
-    let notice = accounts
-        .templates
-        .account_deleted()
-        .map_err(anyhow::Error::from)?;
-    let message_id = mail::enqueue(&txn, &accounts.secrets, &address, notice)
-        .await
-        .map_err(anyhow::Error::from)?;
-    txn.commit().await?;
-    accounts.outbox.wake();
+    let notice = accounts.templates.account_deleted();
+    let message_id = accounts.commit_with_mail(txn, &address, notice).await?;
     tracing::info!(user_id = %user.id, unsent, %message_id, "account deleted");
     Ok(())
 }

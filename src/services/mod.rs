@@ -1,6 +1,24 @@
 //! The use cases of admit. Each takes parsed input and the application state, and returns a
 //! typed error of its own with an opaque `Internal` variant for everything unexpected.
 
+/// The conversions every use case error has: a database error is `Internal`, a reached limit
+/// is `RateLimited`.
+macro_rules! use_case_errors {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<sea_orm::DbErr> for $error {
+            fn from(err: sea_orm::DbErr) -> Self {
+                Self::Internal(err.into())
+            }
+        }
+        impl From<$crate::services::throttle::RateLimited> for $error {
+            fn from(limited: $crate::services::throttle::RateLimited) -> Self {
+                Self::RateLimited(limited)
+            }
+        }
+    )*};
+}
+use use_case_errors;
+
 pub mod accounts;
 pub mod client_budget;
 pub mod email_change;

@@ -12,8 +12,7 @@
 
 use entity::{users, verification_tokens};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -90,21 +89,7 @@ pub enum ChangePasswordError {
     Internal(#[from] anyhow::Error),
 }
 
-macro_rules! common_from {
-    ($($error:ty),*) => {$(
-        impl From<DbErr> for $error {
-            fn from(err: DbErr) -> Self {
-                Self::Internal(err.into())
-            }
-        }
-        impl From<RateLimited> for $error {
-            fn from(limited: RateLimited) -> Self {
-                Self::RateLimited(limited)
-            }
-        }
-    )*};
-}
-common_from!(RequestResetError, ResetError, ChangePasswordError);
+super::use_case_errors!(RequestResetError, ResetError, ChangePasswordError);
 
 impl From<links::Spent> for ResetError {
     fn from(spent: links::Spent) -> Self {
@@ -217,15 +202,10 @@ pub async fn reset_password(
     .await?;
     let ended = sessions::end_all(&txn, user.id, None).await?;
     sign_in::forget_failures(&txn, &user.email_key).await?;
-    let notice = accounts
-        .templates
-        .password_changed(true)
-        .map_err(anyhow::Error::from)?;
-    let message_id = mail::enqueue(&txn, &accounts.secrets, &mailbox(&user)?, notice)
-        .await
-        .map_err(anyhow::Error::from)?;
-    txn.commit().await?;
-    accounts.outbox.wake();
+    let notice = accounts.templates.password_changed(true);
+    let message_id = accounts
+        .commit_with_mail(txn, &mailbox(&user)?, notice)
+        .await?;
     tracing::info!(user_id = %user.id, sessions_ended = ended, %message_id, "password reset");
     Ok(user)
 }
@@ -267,15 +247,10 @@ pub async fn change_password(
     .exec(&txn)
     .await?;
     let ended = sessions::end_all(&txn, user.id, Some(current)).await?;
-    let notice = accounts
-        .templates
-        .password_changed(false)
-        .map_err(anyhow::Error::from)?;
-    let message_id = mail::enqueue(&txn, &accounts.secrets, &mailbox(&user)?, notice)
-        .await
-        .map_err(anyhow::Error::from)?;
-    txn.commit().await?;
-    accounts.outbox.wake();
+    let notice = accounts.templates.password_changed(false);
+    let message_id = accounts
+        .commit_with_mail(txn, &mailbox(&user)?, notice)
+        .await?;
     tracing::info!(user_id = %user.id, sessions_ended = ended, %message_id, "password changed");
     Ok(user)
 }

@@ -6,7 +6,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Backend, PASSWORD, TestApp, on_both_backends},
+    helpers::{Backend, PASSWORD, TestApp, error_codes, on_both_backends},
     smtp::Behaviour,
 };
 
@@ -23,42 +23,15 @@ on_both_backends!(
 const EMAIL: &str = "ada@example.com";
 const NEW: &str = "ada@new.example";
 
-fn codes(payload: &Value) -> Vec<String> {
-    payload["userErrors"]
-        .as_array()
-        .expect("userErrors")
-        .iter()
-        .map(|error| error["code"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
 impl TestApp {
     /// A confirmed account signed in with a bearer token.
     async fn signed_in(&self, email: &str) -> String {
         self.confirmed_account(email).await;
-        let data = self
-            .operation(
-                "SignIn",
-                json!({ "input": { "email": email, "password": PASSWORD, "delivery": "BEARER" } }),
-            )
-            .await;
-        data["signIn"]["sessionToken"].as_str().unwrap().to_owned()
-    }
-
-    async fn as_viewer(&self, token: &str, name: &str, variables: Value) -> Value {
-        let authorization = format!("Bearer {token}");
-        self.operation_with(
-            &self.http,
-            name,
-            variables,
-            &[("authorization", &authorization)],
-        )
-        .await
-        .1
+        self.bearer_session(email).await
     }
 
     async fn request_change(&self, token: &str, new_email: &str, password: &str) -> Value {
-        self.as_viewer(
+        self.as_bearer(
             token,
             "RequestEmailChange",
             json!({ "input": { "newEmail": new_email, "password": password } }),
@@ -74,7 +47,7 @@ impl TestApp {
     }
 
     async fn address_of(&self, token: &str) -> Value {
-        self.as_viewer(token, "Viewer", json!({})).await["viewer"]["user"]["email"].clone()
+        self.as_bearer(token, "Viewer", json!({})).await["viewer"]["user"]["email"].clone()
     }
 }
 
@@ -129,7 +102,7 @@ async fn an_address_changes_only_from_the_link_and_the_old_address_is_told(backe
             json!({ "input": { "email": EMAIL, "password": PASSWORD } }),
         )
         .await;
-    assert_eq!(codes(&old["signIn"]), ["INVALID_CREDENTIALS"]);
+    assert_eq!(error_codes(&old["signIn"]), ["INVALID_CREDENTIALS"]);
     let new = app
         .operation(
             "SignIn",
@@ -138,7 +111,7 @@ async fn an_address_changes_only_from_the_link_and_the_old_address_is_told(backe
         .await;
     assert_eq!(new["signIn"]["userErrors"], json!([]));
     assert_eq!(
-        codes(&app.confirm_change(&mail.token()).await),
+        error_codes(&app.confirm_change(&mail.token()).await),
         ["TOKEN_USED"]
     );
 }
@@ -149,7 +122,7 @@ async fn a_wrong_password_the_same_address_or_no_session_changes_nothing(backend
     let mails = app.smtp.received().len();
 
     let wrong = app.request_change(&session, NEW, "not my password").await;
-    assert_eq!(codes(&wrong), ["INVALID_CREDENTIALS"]);
+    assert_eq!(error_codes(&wrong), ["INVALID_CREDENTIALS"]);
     assert_eq!(
         wrong["userErrors"][0]["field"],
         json!(["input", "password"])
@@ -157,11 +130,11 @@ async fn a_wrong_password_the_same_address_or_no_session_changes_nothing(backend
     let same = app
         .request_change(&session, " ADA@example.com", PASSWORD)
         .await;
-    assert_eq!(codes(&same), ["INVALID_EMAIL"]);
+    assert_eq!(error_codes(&same), ["INVALID_EMAIL"]);
     let malformed = app
         .request_change(&session, "not an address", PASSWORD)
         .await;
-    assert_eq!(codes(&malformed), ["INVALID_EMAIL"]);
+    assert_eq!(error_codes(&malformed), ["INVALID_EMAIL"]);
     let anonymous = app
         .operation(
             "RequestEmailChange",
@@ -169,9 +142,12 @@ async fn a_wrong_password_the_same_address_or_no_session_changes_nothing(backend
         )
         .await["requestEmailChange"]
         .clone();
-    assert_eq!(codes(&anonymous), ["UNAUTHENTICATED"]);
+    assert_eq!(error_codes(&anonymous), ["UNAUTHENTICATED"]);
     for token in ["not-a-token", &"A".repeat(43)] {
-        assert_eq!(codes(&app.confirm_change(token).await), ["TOKEN_INVALID"]);
+        assert_eq!(
+            error_codes(&app.confirm_change(token).await),
+            ["TOKEN_INVALID"]
+        );
     }
 
     assert_eq!(app.smtp.received().len(), mails, "no mail went out");
@@ -220,7 +196,7 @@ async fn the_revert_link_restores_the_old_address_ends_sessions_and_mails_a_rese
     assert_eq!(reverted["userErrors"], json!([]));
     assert_eq!(reverted["user"]["email"], EMAIL);
     assert_eq!(
-        app.as_viewer(&session, "Viewer", json!({})).await["viewer"],
+        app.as_bearer(&session, "Viewer", json!({})).await["viewer"],
         Value::Null
     );
     assert_eq!(sessions::Entity::find().count(&app.db).await.unwrap(), 0);
@@ -243,7 +219,7 @@ async fn the_revert_link_restores_the_old_address_ends_sessions_and_mails_a_rese
         .operation("RevertEmailChange", json!({ "token": revert }))
         .await["revertEmailChange"]
         .clone();
-    assert_eq!(codes(&again), ["TOKEN_USED"]);
+    assert_eq!(error_codes(&again), ["TOKEN_USED"]);
 }
 
 async fn two_accounts_racing_for_one_address_end_with_one_winner(backend: Backend) {
@@ -255,7 +231,7 @@ async fn two_accounts_racing_for_one_address_end_with_one_winner(backend: Backen
     let first = app.smtp.next_mail().await.token();
     // The next mail to the same address waits out the cooldown: the limits apply to it too.
     let limited = app.request_change(&grace, shared, PASSWORD).await;
-    assert_eq!(codes(&limited), ["RATE_LIMITED"]);
+    assert_eq!(error_codes(&limited), ["RATE_LIMITED"]);
     let app = app.restart_with(&["--resend-cooldown", "0s"]).await;
     app.request_change(&grace, shared, PASSWORD).await;
     let second = app.smtp.next_mail().await.token();
@@ -272,7 +248,7 @@ async fn two_accounts_racing_for_one_address_end_with_one_winner(backend: Backen
         .filter(|a| a["user"] == Value::Null)
         .collect();
     assert_eq!((won.len(), lost.len()), (1, 1), "{answers:?}");
-    assert_eq!(codes(lost[0]), ["INVALID_INPUT"]);
+    assert_eq!(error_codes(lost[0]), ["INVALID_INPUT"]);
     let holders = users::Entity::find()
         .filter(users::Column::EmailKey.eq(shared))
         .count(&app.db)
@@ -306,7 +282,7 @@ async fn deleting_an_account_needs_the_password_and_frees_the_address(backend: B
         let app = &app;
         let session = session.clone();
         async move {
-            app.as_viewer(&session, "DeleteAccount", json!({ "password": password }))
+            app.as_bearer(&session, "DeleteAccount", json!({ "password": password }))
                 .await["deleteAccount"]
                 .clone()
         }
@@ -315,9 +291,12 @@ async fn deleting_an_account_needs_the_password_and_frees_the_address(backend: B
     let anonymous = app
         .operation("DeleteAccount", json!({ "password": PASSWORD }))
         .await;
-    assert_eq!(codes(&anonymous["deleteAccount"]), ["UNAUTHENTICATED"]);
+    assert_eq!(
+        error_codes(&anonymous["deleteAccount"]),
+        ["UNAUTHENTICATED"]
+    );
     let wrong = delete("not my password").await;
-    assert_eq!(codes(&wrong), ["INVALID_CREDENTIALS"]);
+    assert_eq!(error_codes(&wrong), ["INVALID_CREDENTIALS"]);
     assert_eq!(wrong["deleted"], false);
 
     // A reset link waits in the outbox (the server refuses it for now): it must not go out.
@@ -352,7 +331,7 @@ async fn deleting_an_account_needs_the_password_and_frees_the_address(backend: B
     let notice = app.smtp.next_mail().await;
     assert!(notice.subject().contains("deleted"), "{}", notice.subject());
     assert_eq!(
-        app.as_viewer(&session, "Viewer", json!({})).await["viewer"],
+        app.as_bearer(&session, "Viewer", json!({})).await["viewer"],
         Value::Null
     );
 

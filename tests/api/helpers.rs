@@ -314,6 +314,33 @@ impl TestApp {
         (headers, body["data"].clone())
     }
 
+    /// Runs shared operation `name` with the session `token` as a bearer; returns `data`.
+    pub async fn as_bearer(&self, token: &str, name: &str, variables: Value) -> Value {
+        let authorization = format!("Bearer {token}");
+        self.operation_with(
+            &self.http,
+            name,
+            variables,
+            &[("authorization", &authorization)],
+        )
+        .await
+        .1
+    }
+
+    /// Signs `email` in with the default password and the bearer delivery; the token.
+    pub async fn bearer_session(&self, email: &str) -> String {
+        let data = self
+            .operation(
+                "SignIn",
+                json!({ "input": { "email": email, "password": PASSWORD, "delivery": "BEARER" } }),
+            )
+            .await;
+        data["signIn"]["sessionToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a session token: {data}"))
+            .to_owned()
+    }
+
     /// Registers `email` with the default password and confirms it from the mailed link.
     pub async fn confirmed_account(&self, email: &str) {
         let token = self.register_and_read_mail(email).await.token();
@@ -433,6 +460,16 @@ impl Drop for TestApp {
             server.abort();
         }
     }
+}
+
+/// The `code` of each of a payload's `userErrors`.
+pub fn error_codes(payload: &Value) -> Vec<String> {
+    payload["userErrors"]
+        .as_array()
+        .expect("userErrors")
+        .iter()
+        .map(|error| error["code"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 /// Generates one test per backend from `async fn name(backend: Backend)`.

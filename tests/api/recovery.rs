@@ -6,7 +6,7 @@ use entity::{users, verification_tokens};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, TestApp, on_both_backends};
+use crate::helpers::{Backend, PASSWORD, TestApp, error_codes, on_both_backends};
 
 on_both_backends!(
     a_reset_link_sets_a_new_password_ends_every_session_and_says_so_by_mail,
@@ -22,15 +22,6 @@ on_both_backends!(
 
 const EMAIL: &str = "ada@example.com";
 const NEW_PASSWORD: &str = "a brand new staple battery";
-
-fn codes(payload: &Value) -> Vec<String> {
-    payload["userErrors"]
-        .as_array()
-        .expect("userErrors")
-        .iter()
-        .map(|error| error["code"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
 
 impl TestApp {
     async fn request_reset(&self, email: &str) -> Value {
@@ -69,20 +60,11 @@ impl TestApp {
         payload["sessionToken"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| codes(&payload))
+            .ok_or_else(|| error_codes(&payload))
     }
 
     async fn viewer_of(&self, token: &str) -> Value {
-        let authorization = format!("Bearer {token}");
-        self.operation_with(
-            &self.http,
-            "Viewer",
-            json!({}),
-            &[("authorization", &authorization)],
-        )
-        .await
-        .1["viewer"]
-            .clone()
+        self.as_bearer(token, "Viewer", json!({})).await["viewer"].clone()
     }
 
     async fn change_password(&self, token: &str, current: &str, new: &str) -> Value {
@@ -147,7 +129,7 @@ async fn a_reset_link_sets_a_new_password_ends_every_session_and_says_so_by_mail
     let again = app
         .reset(&mail.token(), "yet another fine passphrase")
         .await;
-    assert_eq!(codes(&again), ["TOKEN_USED"]);
+    assert_eq!(error_codes(&again), ["TOKEN_USED"]);
     assert_eq!(again["user"], Value::Null);
 }
 
@@ -175,7 +157,7 @@ async fn reset_requests_answer_alike_for_every_address_and_mail_only_accounts(ba
     assert_eq!(recipients, ["pending@example.com", EMAIL]);
 
     let malformed = app.request_reset("not an address").await;
-    assert_eq!(codes(&malformed), ["INVALID_EMAIL"]);
+    assert_eq!(error_codes(&malformed), ["INVALID_EMAIL"]);
 }
 
 async fn a_reset_confirms_an_unconfirmed_address_and_ends_its_pending_sign_ups(backend: Backend) {
@@ -187,7 +169,7 @@ async fn a_reset_confirms_an_unconfirmed_address_and_ends_its_pending_sign_ups(b
 
     assert_eq!(reset["user"]["confirmed"], true, "{reset}");
     let confirm = app.confirm(&confirmation).await;
-    assert_eq!(codes(&confirm), ["TOKEN_SUPERSEDED"]);
+    assert_eq!(error_codes(&confirm), ["TOKEN_SUPERSEDED"]);
     assert!(app.bearer(EMAIL, NEW_PASSWORD).await.is_ok());
     let stored = users::Entity::find().one(&app.db).await.unwrap().unwrap();
     assert!(stored.confirmed_at.is_some());
@@ -201,20 +183,20 @@ async fn only_the_newest_unexpired_reset_link_of_that_purpose_works(backend: Bac
     let newer = app.reset_token(EMAIL).await;
 
     assert_eq!(
-        codes(&app.reset(&older, NEW_PASSWORD).await),
+        error_codes(&app.reset(&older, NEW_PASSWORD).await),
         ["TOKEN_SUPERSEDED"]
     );
     assert_eq!(
-        codes(&app.reset(&confirmation, NEW_PASSWORD).await),
+        error_codes(&app.reset(&confirmation, NEW_PASSWORD).await),
         ["TOKEN_INVALID"]
     );
     assert_eq!(
-        codes(&app.reset("not-a-token", NEW_PASSWORD).await),
+        error_codes(&app.reset("not-a-token", NEW_PASSWORD).await),
         ["TOKEN_INVALID"]
     );
     let altered = format!("{}A", &newer[..42]);
     assert_eq!(
-        codes(&app.reset(&altered, NEW_PASSWORD).await),
+        error_codes(&app.reset(&altered, NEW_PASSWORD).await),
         ["TOKEN_INVALID"]
     );
 
@@ -229,7 +211,7 @@ async fn only_the_newest_unexpired_reset_link_of_that_purpose_works(backend: Bac
         .await
         .unwrap();
     assert_eq!(
-        codes(&app.reset(&newer, NEW_PASSWORD).await),
+        error_codes(&app.reset(&newer, NEW_PASSWORD).await),
         ["TOKEN_EXPIRED"]
     );
     assert!(
@@ -251,7 +233,7 @@ async fn the_new_password_meets_the_rules_and_a_refused_one_leaves_the_link_usab
         ("ada ada ada ada ada", "PASSWORD_TOO_WEAK"),
     ] {
         let refused = app.reset(&token, password).await;
-        assert_eq!(codes(&refused), [code], "{password}");
+        assert_eq!(error_codes(&refused), [code], "{password}");
         assert_eq!(
             refused["userErrors"][0]["field"],
             json!(["input", "newPassword"])
@@ -282,7 +264,7 @@ async fn two_resets_with_one_link_at_once_set_one_password(backend: Backend) {
         .iter()
         .find(|answer| answer["user"] == Value::Null)
         .unwrap();
-    assert_eq!(codes(loser), ["TOKEN_USED"]);
+    assert_eq!(error_codes(loser), ["TOKEN_USED"]);
     assert!(app.bearer(EMAIL, winners[0]).await.is_ok());
     let other = passwords.iter().find(|p| **p != winners[0]).unwrap();
     assert!(app.bearer(EMAIL, other).await.is_err());
@@ -297,7 +279,11 @@ async fn notices_go_out_even_when_the_address_has_used_up_its_mail_limits(backen
     app.confirmed_account(EMAIL).await;
     let token = app.reset_token(EMAIL).await;
     let limited = app.request_reset(EMAIL).await;
-    assert_eq!(codes(&limited), ["RATE_LIMITED"], "the limit is used up");
+    assert_eq!(
+        error_codes(&limited),
+        ["RATE_LIMITED"],
+        "the limit is used up"
+    );
 
     let reset = app.reset(&token, NEW_PASSWORD).await;
 
@@ -323,18 +309,18 @@ async fn changing_the_password_needs_the_current_one_and_ends_the_other_sessions
         )
         .await["changePassword"]
         .clone();
-    assert_eq!(codes(&anonymous), ["UNAUTHENTICATED"]);
+    assert_eq!(error_codes(&anonymous), ["UNAUTHENTICATED"]);
 
     let wrong = app
         .change_password(&this, "not my password", NEW_PASSWORD)
         .await;
-    assert_eq!(codes(&wrong), ["INVALID_CREDENTIALS"]);
+    assert_eq!(error_codes(&wrong), ["INVALID_CREDENTIALS"]);
     assert_eq!(
         wrong["userErrors"][0]["field"],
         json!(["input", "currentPassword"])
     );
     let weak = app.change_password(&this, PASSWORD, "short").await;
-    assert_eq!(codes(&weak), ["PASSWORD_TOO_SHORT"]);
+    assert_eq!(error_codes(&weak), ["PASSWORD_TOO_SHORT"]);
     assert_eq!(
         weak["userErrors"][0]["field"],
         json!(["input", "newPassword"])
@@ -378,11 +364,11 @@ async fn wrong_current_passwords_are_throttled_like_sign_ins(backend: Backend) {
         let wrong = app
             .change_password(&session, "not my password", NEW_PASSWORD)
             .await;
-        assert_eq!(codes(&wrong), ["INVALID_CREDENTIALS"]);
+        assert_eq!(error_codes(&wrong), ["INVALID_CREDENTIALS"]);
     }
     let hashes = app.hasher.completed();
     let waiting = app.change_password(&session, PASSWORD, NEW_PASSWORD).await;
-    assert_eq!(codes(&waiting), ["RATE_LIMITED"]);
+    assert_eq!(error_codes(&waiting), ["RATE_LIMITED"]);
     assert!(waiting["retryAfterSeconds"].as_u64().unwrap() >= 1);
     assert_eq!(app.hasher.completed(), hashes, "no password was checked");
     assert_eq!(

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    helpers::{Backend, PASSWORD, TestApp, TestDatabase, client_from, on_both_backends},
+    helpers::{
+        Backend, PASSWORD, TestApp, TestDatabase, client_from, error_codes, on_both_backends,
+    },
     process::AdmitProcess,
     smtp::SmtpServer,
 };
@@ -44,16 +46,6 @@ fn bearer(email: &str, password: &str) -> Value {
     json!({ "input": { "email": email, "password": password, "delivery": "BEARER" } })
 }
 
-/// The error codes of a payload.
-fn codes(payload: &Value) -> Vec<String> {
-    payload["userErrors"]
-        .as_array()
-        .expect("userErrors")
-        .iter()
-        .map(|error| error["code"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
 /// The `admit_session` value a `Set-Cookie` header sets, and the header itself.
 fn set_cookie(headers: &reqwest::header::HeaderMap) -> Option<(String, String)> {
     let header = headers.get("set-cookie")?.to_str().ok()?.to_owned();
@@ -80,15 +72,6 @@ impl TestApp {
         set_cookie(&headers).expect("a session cookie").0
     }
 
-    /// Signs in with the bearer delivery; the token.
-    async fn bearer_session(&self, email: &str) -> String {
-        let (_, payload) = self.sign_in(bearer(email, PASSWORD)).await;
-        payload["sessionToken"]
-            .as_str()
-            .expect("a session token")
-            .to_owned()
-    }
-
     /// Runs `name` with the session `cookie`, from the service's own origin.
     async fn with_cookie(
         &self,
@@ -99,19 +82,6 @@ impl TestApp {
         let cookie = format!("admit_session={cookie}");
         self.operation_with(&self.http, name, variables, &[("cookie", &cookie)])
             .await
-    }
-
-    /// Runs `name` with the bearer `token`.
-    async fn with_bearer(&self, name: &str, variables: Value, token: &str) -> Value {
-        let authorization = format!("Bearer {token}");
-        self.operation_with(
-            &self.http,
-            name,
-            variables,
-            &[("authorization", &authorization)],
-        )
-        .await
-        .1
     }
 
     async fn session_rows(&self) -> Vec<sessions::Model> {
@@ -194,7 +164,7 @@ async fn unknown_addresses_and_wrong_passwords_get_the_same_answer_after_the_sam
         .await;
 
     assert_eq!(wrong, unknown);
-    assert_eq!(codes(&wrong), ["INVALID_CREDENTIALS"]);
+    assert_eq!(error_codes(&wrong), ["INVALID_CREDENTIALS"]);
     assert_eq!(wrong["user"], Value::Null);
     assert_eq!(wrong["session"], Value::Null);
     assert!(set_cookie(&wrong_headers).is_none() && set_cookie(&unknown_headers).is_none());
@@ -210,10 +180,10 @@ async fn email_not_confirmed_is_told_only_to_the_right_password(backend: Backend
     let (_, wrong) = app
         .sign_in(credentials(EMAIL, "correct horse battery stapler"))
         .await;
-    assert_eq!(codes(&wrong), ["INVALID_CREDENTIALS"]);
+    assert_eq!(error_codes(&wrong), ["INVALID_CREDENTIALS"]);
 
     let (headers, right) = app.sign_in(credentials(EMAIL, PASSWORD)).await;
-    assert_eq!(codes(&right), ["EMAIL_NOT_CONFIRMED"]);
+    assert_eq!(error_codes(&right), ["EMAIL_NOT_CONFIRMED"]);
     let message = right["userErrors"][0]["message"].as_str().unwrap();
     assert!(message.contains("new link"), "{message}");
     assert_eq!(right["user"], Value::Null);
@@ -229,7 +199,7 @@ async fn failed_sign_ins_make_later_attempts_wait_without_checking_the_password(
         let (_, payload) = app
             .sign_in(credentials(EMAIL, "wrong password, again"))
             .await;
-        assert_eq!(codes(&payload), ["INVALID_CREDENTIALS"]);
+        assert_eq!(error_codes(&payload), ["INVALID_CREDENTIALS"]);
     }
     // The right password during the wait: refused unchecked, like a wrong one.
     let hashes = app.hasher.completed();
@@ -237,7 +207,7 @@ async fn failed_sign_ins_make_later_attempts_wait_without_checking_the_password(
     let (_, wrong) = app
         .sign_in(credentials(EMAIL, "wrong password, again"))
         .await;
-    assert_eq!(codes(&right), ["RATE_LIMITED"]);
+    assert_eq!(error_codes(&right), ["RATE_LIMITED"]);
     assert_eq!(right["user"], Value::Null);
     assert_eq!(right["retryAfterSeconds"], 1);
     assert_eq!(right, wrong);
@@ -248,12 +218,12 @@ async fn failed_sign_ins_make_later_attempts_wait_without_checking_the_password(
         let (_, payload) = app
             .sign_in(credentials("ghost@example.com", PASSWORD))
             .await;
-        assert_eq!(codes(&payload), ["INVALID_CREDENTIALS"]);
+        assert_eq!(error_codes(&payload), ["INVALID_CREDENTIALS"]);
     }
     let (_, ghost) = app
         .sign_in(credentials("ghost@example.com", PASSWORD))
         .await;
-    assert_eq!(codes(&ghost), ["RATE_LIMITED"]);
+    assert_eq!(error_codes(&ghost), ["RATE_LIMITED"]);
 
     // The owner gets in once the wait is over; waiting attempts do not extend it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -262,7 +232,7 @@ async fn failed_sign_ins_make_later_attempts_wait_without_checking_the_password(
         if payload["user"] != Value::Null {
             break payload;
         }
-        assert_eq!(codes(&payload), ["RATE_LIMITED"]);
+        assert_eq!(error_codes(&payload), ["RATE_LIMITED"]);
         assert!(tokio::time::Instant::now() < deadline, "still waiting");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -273,7 +243,7 @@ async fn failed_sign_ins_make_later_attempts_wait_without_checking_the_password(
         let (_, payload) = app
             .sign_in(credentials(EMAIL, "wrong password, again"))
             .await;
-        assert_eq!(codes(&payload), ["INVALID_CREDENTIALS"]);
+        assert_eq!(error_codes(&payload), ["INVALID_CREDENTIALS"]);
     }
 }
 
@@ -290,7 +260,7 @@ async fn concurrent_guesses_cannot_slip_past_the_count(backend: Backend) {
     let mut refused = 0;
     let mut checked = 0;
     for (_, payload) in &answers {
-        match codes(payload).as_slice() {
+        match error_codes(payload).as_slice() {
             [code] if code == "INVALID_CREDENTIALS" => checked += 1,
             [code] if code == "RATE_LIMITED" => refused += 1,
             other => panic!("unexpected answer {other:?}"),
@@ -331,7 +301,7 @@ async fn sign_ins_count_against_the_budget_of_their_client_network(backend: Back
                 &[],
             )
             .await;
-        assert_eq!(codes(&data["signIn"]), ["INVALID_CREDENTIALS"]);
+        assert_eq!(error_codes(&data["signIn"]), ["INVALID_CREDENTIALS"]);
     }
     let hashes = app.hasher.completed();
     let (_, limited) = app
@@ -343,7 +313,7 @@ async fn sign_ins_count_against_the_budget_of_their_client_network(backend: Back
         )
         .await;
     let limited = &limited["signIn"];
-    assert_eq!(codes(limited), ["RATE_LIMITED"]);
+    assert_eq!(error_codes(limited), ["RATE_LIMITED"]);
     let message = limited["userErrors"][0]["message"].as_str().unwrap();
     assert!(message.contains("network"), "{message}");
     assert!(limited["retryAfterSeconds"].as_u64().unwrap() >= 1);
@@ -361,7 +331,7 @@ async fn sign_ins_count_against_the_budget_of_their_client_network(backend: Back
             &[],
         )
         .await;
-    assert_eq!(codes(&served["signIn"]), ["INVALID_CREDENTIALS"]);
+    assert_eq!(error_codes(&served["signIn"]), ["INVALID_CREDENTIALS"]);
 }
 
 async fn bearer_sessions_hand_out_the_token_once_and_set_no_cookie(backend: Backend) {
@@ -378,7 +348,7 @@ async fn bearer_sessions_hand_out_the_token_once_and_set_no_cookie(backend: Back
         hex::encode(Sha256::digest(token.as_bytes()))
     );
 
-    let viewer = app.with_bearer("Viewer", json!({}), &token).await;
+    let viewer = app.as_bearer(&token, "Viewer", json!({})).await;
     assert_eq!(viewer["viewer"]["user"]["email"], EMAIL);
     // Over GET too: a bearer token is no cookie, so no cross-site request can carry it.
     let response = app
@@ -394,7 +364,7 @@ async fn bearer_sessions_hand_out_the_token_once_and_set_no_cookie(backend: Back
 
     // A second device: both listed, newest first, this one marked current.
     let cookie = app.cookie_session(EMAIL).await;
-    let listed = app.with_bearer("Viewer", json!({}), &token).await;
+    let listed = app.as_bearer(&token, "Viewer", json!({})).await;
     let sessions = listed["viewer"]["sessions"].as_array().unwrap().clone();
     assert_eq!(sessions.len(), 2);
     assert_eq!(sessions[0]["current"], false);
@@ -412,9 +382,9 @@ async fn a_viewer_ends_its_own_sessions_and_nobody_elses(backend: Backend) {
     let phone = app.bearer_session(EMAIL).await;
     let other = app.bearer_session("grace@example.com").await;
     let other_id =
-        app.with_bearer("Viewer", json!({}), &other).await["viewer"]["session"]["id"].clone();
+        app.as_bearer(&other, "Viewer", json!({})).await["viewer"]["session"]["id"].clone();
     let phone_id =
-        app.with_bearer("Viewer", json!({}), &phone).await["viewer"]["session"]["id"].clone();
+        app.as_bearer(&phone, "Viewer", json!({})).await["viewer"]["session"]["id"].clone();
 
     // Someone else's session, or no session at all: NOT_FOUND, nothing changes.
     for id in [
@@ -426,9 +396,9 @@ async fn a_viewer_ends_its_own_sessions_and_nobody_elses(backend: Backend) {
             .with_cookie("RevokeSession", json!({ "id": id }), &laptop)
             .await;
         assert_eq!(data["revokeSession"]["revoked"], false);
-        assert_eq!(codes(&data["revokeSession"]), ["NOT_FOUND"]);
+        assert_eq!(error_codes(&data["revokeSession"]), ["NOT_FOUND"]);
     }
-    let still = app.with_bearer("Viewer", json!({}), &other).await;
+    let still = app.as_bearer(&other, "Viewer", json!({})).await;
     assert_eq!(still["viewer"]["user"]["email"], "grace@example.com");
 
     // Its own: the phone is signed out.
@@ -437,7 +407,7 @@ async fn a_viewer_ends_its_own_sessions_and_nobody_elses(backend: Backend) {
         .await;
     assert_eq!(data["revokeSession"]["revoked"], true);
     assert_eq!(
-        app.with_bearer("Viewer", json!({}), &phone).await["viewer"],
+        app.as_bearer(&phone, "Viewer", json!({})).await["viewer"],
         Value::Null
     );
 
@@ -448,13 +418,13 @@ async fn a_viewer_ends_its_own_sessions_and_nobody_elses(backend: Backend) {
         .await;
     assert_eq!(data["revokeOtherSessions"]["revoked"], true);
     assert_eq!(
-        app.with_bearer("Viewer", json!({}), &tablet).await["viewer"],
+        app.as_bearer(&tablet, "Viewer", json!({})).await["viewer"],
         Value::Null
     );
     let (_, kept) = app.with_cookie("Viewer", json!({}), &laptop).await;
     assert_eq!(kept["viewer"]["sessions"].as_array().unwrap().len(), 1);
     assert_eq!(
-        app.with_bearer("Viewer", json!({}), &other).await["viewer"]["user"]["email"],
+        app.as_bearer(&other, "Viewer", json!({})).await["viewer"]["user"]["email"],
         "grace@example.com"
     );
 
@@ -462,15 +432,18 @@ async fn a_viewer_ends_its_own_sessions_and_nobody_elses(backend: Backend) {
     let anonymous = app
         .operation("RevokeSession", json!({ "id": other_id }))
         .await;
-    assert_eq!(codes(&anonymous["revokeSession"]), ["UNAUTHENTICATED"]);
+    assert_eq!(
+        error_codes(&anonymous["revokeSession"]),
+        ["UNAUTHENTICATED"]
+    );
     let anonymous = app.operation("RevokeOtherSessions", json!({})).await;
     assert_eq!(
-        codes(&anonymous["revokeOtherSessions"]),
+        error_codes(&anonymous["revokeOtherSessions"]),
         ["UNAUTHENTICATED"]
     );
     let anonymous = app.operation("SignOut", json!({})).await;
     assert_eq!(anonymous["signOut"]["signedOut"], false);
-    assert_eq!(codes(&anonymous["signOut"]), ["UNAUTHENTICATED"]);
+    assert_eq!(error_codes(&anonymous["signOut"]), ["UNAUTHENTICATED"]);
 }
 
 async fn signing_out_ends_the_session_and_clears_the_cookie(backend: Backend) {
@@ -557,7 +530,7 @@ async fn the_cookie_counts_only_in_json_posts_from_allowed_origins(backend: Back
             &[("cookie", &cookie), ("origin", "https://evil.example")],
         )
         .await;
-    assert_eq!(codes(&data["signOut"]), ["UNAUTHENTICATED"]);
+    assert_eq!(error_codes(&data["signOut"]), ["UNAUTHENTICATED"]);
     assert_eq!(app.session_rows().await.len(), 1);
 
     // A GET (a link, an image, a prefetch) does not count the cookie.
@@ -648,10 +621,10 @@ async fn sessions_end_at_their_expiry_and_after_the_idle_timeout_and_are_purged(
     let (_, viewer) = app.with_cookie("Viewer", json!({}), &expiring).await;
     assert_eq!(viewer["viewer"], Value::Null);
     assert_eq!(
-        app.with_bearer("Viewer", json!({}), &idle).await["viewer"],
+        app.as_bearer(&idle, "Viewer", json!({})).await["viewer"],
         Value::Null
     );
-    let live_viewer = app.with_bearer("Viewer", json!({}), &live).await;
+    let live_viewer = app.as_bearer(&live, "Viewer", json!({})).await;
     assert_eq!(
         live_viewer["viewer"]["sessions"].as_array().unwrap().len(),
         1,
@@ -682,7 +655,7 @@ async fn last_seen_is_written_at_most_once_a_minute(backend: Backend) {
     let first = app.session_rows().await[0].last_seen_at;
 
     for _ in 0..3 {
-        app.with_bearer("Viewer", json!({}), &token).await;
+        app.as_bearer(&token, "Viewer", json!({})).await;
     }
     assert_eq!(app.session_rows().await[0].last_seen_at, first);
 
@@ -692,7 +665,7 @@ async fn last_seen_is_written_at_most_once_a_minute(backend: Backend) {
         .exec(&app.db)
         .await
         .unwrap();
-    let viewer = app.with_bearer("Viewer", json!({}), &token).await;
+    let viewer = app.as_bearer(&token, "Viewer", json!({})).await;
     let seen = app.session_rows().await[0].last_seen_at;
     assert!(
         seen > earlier + TimeDelta::minutes(1),
@@ -742,7 +715,7 @@ async fn a_hash_made_with_older_parameters_is_renewed_at_sign_in(backend: Backen
     let (_, wrong) = app
         .sign_in(credentials(EMAIL, "correct horse battery stapler"))
         .await;
-    assert_eq!(codes(&wrong), ["INVALID_CREDENTIALS"]);
+    assert_eq!(error_codes(&wrong), ["INVALID_CREDENTIALS"]);
 }
 
 async fn malformed_and_oversized_sign_ins_get_typed_answers_and_cost_no_hash(backend: Backend) {
@@ -751,13 +724,13 @@ async fn malformed_and_oversized_sign_ins_get_typed_answers_and_cost_no_hash(bac
     let hashes = app.hasher.completed();
 
     let (_, malformed) = app.sign_in(credentials("not an address", PASSWORD)).await;
-    assert_eq!(codes(&malformed), ["INVALID_EMAIL"]);
+    assert_eq!(error_codes(&malformed), ["INVALID_EMAIL"]);
     assert_eq!(
         malformed["userErrors"][0]["field"],
         json!(["input", "email"])
     );
     let (_, oversized) = app.sign_in(credentials(EMAIL, &"x".repeat(5_000))).await;
-    assert_eq!(codes(&oversized), ["INVALID_CREDENTIALS"]);
+    assert_eq!(error_codes(&oversized), ["INVALID_CREDENTIALS"]);
     assert_eq!(app.hasher.completed(), hashes);
 
     // An unknown delivery is a request error, not a sign-in.
