@@ -6,7 +6,10 @@
 //!   An unconfirmed account on it (nobody proved that inbox) gives way when the link is used.
 //! - Once changed, the old address gets a notice with a link that undoes the change: it
 //!   restores the old address (if still free), ends every session, and mails a password reset
-//!   link there, since whoever made the change may know the password.
+//!   link there, since whoever made the change may know the password. A later change does not
+//!   end an earlier change's revert link (a thief moving the account on must not cut the owner
+//!   off), and using a revert link ends the revert links of every later change (which would
+//!   hand the account back to the thief).
 //! - Two accounts claiming one address end with one winner: the unique address key decides,
 //!   and the other gets `AddressTaken`.
 //! - Deleting removes the account, its sessions, links and waiting mail, and mails a notice.
@@ -162,6 +165,7 @@ pub async fn request_email_change(
     let message = if owner.is_some_and(|owner| owner.confirmed_at.is_some()) {
         accounts.templates.email_in_use()
     } else {
+        links::supersede(&txn, user.id, PURPOSE_EMAIL_CHANGE, None).await?;
         let token = links::issue(
             &txn,
             user.id,
@@ -231,6 +235,10 @@ pub async fn revert_email_change(
     let user = move_to(&txn, &user, &old_email).await?;
     links::consume(&txn, record.id).await?;
     links::supersede(&txn, user.id, PURPOSE_EMAIL_CHANGE, None).await?;
+    // Revert links of later changes would move the account back to an address of whoever made
+    // them; earlier ones (closer to the owner's own address) keep working.
+    links::supersede_newer(&txn, user.id, PURPOSE_EMAIL_REVERT, &record).await?;
+    links::supersede(&txn, user.id, PURPOSE_PASSWORD_RESET, None).await?;
     let ended = sessions::end_all(&txn, user.id, None).await?;
     let reset = links::issue(
         &txn,

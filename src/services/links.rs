@@ -24,8 +24,8 @@ pub(super) enum Spent {
     Expired,
 }
 
-/// Supersedes the account's earlier links of `purpose`, then issues a new one valid for `ttl`,
-/// about `email` where the link concerns another address than the account's.
+/// Issues a link of `purpose` valid for `ttl`, about `email` where the link concerns another
+/// address than the account's. Callers supersede older links where only the newest may work.
 pub(super) async fn issue(
     txn: &DatabaseTransaction,
     user_id: Uuid,
@@ -33,7 +33,6 @@ pub(super) async fn issue(
     ttl: TimeDelta,
     email: Option<String>,
 ) -> anyhow::Result<ConfirmationToken> {
-    supersede(txn, user_id, purpose, None).await?;
     let token = new_token()?;
     let now = now();
     verification_tokens::Entity::insert(verification_tokens::ActiveModel {
@@ -75,6 +74,29 @@ pub(super) async fn supersede(
         update = update.filter(verification_tokens::Column::Id.ne(except));
     }
     update.exec(txn).await?;
+    Ok(())
+}
+
+/// Marks the account's unused links of `purpose` issued after `than` superseded.
+pub(super) async fn supersede_newer(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    purpose: &str,
+    than: &verification_tokens::Model,
+) -> Result<(), DbErr> {
+    verification_tokens::Entity::update_many()
+        .col_expr(
+            verification_tokens::Column::SupersededAt,
+            Expr::value(now()),
+        )
+        .filter(verification_tokens::Column::UserId.eq(user_id))
+        .filter(verification_tokens::Column::Purpose.eq(purpose))
+        .filter(verification_tokens::Column::ConsumedAt.is_null())
+        .filter(verification_tokens::Column::SupersededAt.is_null())
+        .filter(verification_tokens::Column::CreatedAt.gte(than.created_at))
+        .filter(verification_tokens::Column::Id.ne(than.id))
+        .exec(txn)
+        .await?;
     Ok(())
 }
 

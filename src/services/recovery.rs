@@ -121,6 +121,7 @@ pub(super) async fn issue_reset_link(
     let Some(user) = lock_user_by_key(txn, &request.email_key).await? else {
         return Ok(None);
     };
+    links::supersede(txn, user.id, PURPOSE_PASSWORD_RESET, None).await?;
     let token = links::issue(
         txn,
         user.id,

@@ -16,6 +16,8 @@ on_both_backends!(
     an_address_with_an_account_gets_a_notice_and_the_asker_the_same_answer,
     the_revert_link_restores_the_old_address_ends_sessions_and_mails_a_reset_link,
     two_accounts_racing_for_one_address_end_with_one_winner,
+    the_owners_revert_link_ends_those_of_later_changes,
+    a_thief_moving_the_account_on_cannot_cut_the_owner_off,
     an_unconfirmed_account_on_the_new_address_gives_way,
     deleting_an_account_needs_the_password_and_frees_the_address,
 );
@@ -343,5 +345,70 @@ async fn deleting_an_account_needs_the_password_and_frees_the_address(backend: B
         welcome.link().contains("/confirm#token="),
         "{}",
         welcome.link()
+    );
+}
+
+/// The owner's address A moved to B, then (by whoever holds B) to C: the revert links R1 (to A)
+/// and R2 (to B).
+async fn changed_twice(app: &TestApp) -> (String, String) {
+    let session = app.signed_in(EMAIL).await;
+    let mut reverts = Vec::new();
+    for address in ["thief@b.example", "thief@c.example"] {
+        app.request_change(&session, address, PASSWORD).await;
+        let link = app.smtp.next_mail().await.token();
+        assert_eq!(app.confirm_change(&link).await["user"]["email"], address);
+        reverts.push(app.smtp.next_mail().await.token());
+    }
+    (reverts[0].clone(), reverts[1].clone())
+}
+
+async fn revert(app: &TestApp, token: &str) -> Value {
+    app.operation("RevertEmailChange", json!({ "token": token }))
+        .await["revertEmailChange"]
+        .clone()
+}
+
+async fn the_owners_revert_link_ends_those_of_later_changes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owners, thiefs) = changed_twice(&app).await;
+
+    assert_eq!(revert(&app, &owners).await["user"]["email"], EMAIL);
+    let refused = revert(&app, &thiefs).await;
+
+    assert_eq!(error_codes(&refused), ["TOKEN_SUPERSEDED"]);
+    let user = users::Entity::find().one(&app.db).await.unwrap().unwrap();
+    assert_eq!(user.email, EMAIL);
+}
+
+async fn a_thief_moving_the_account_on_cannot_cut_the_owner_off(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owners, thiefs) = changed_twice(&app).await;
+
+    assert_eq!(
+        revert(&app, &thiefs).await["user"]["email"],
+        "thief@b.example"
+    );
+    let restored = revert(&app, &owners).await;
+
+    assert_eq!(restored["userErrors"], json!([]));
+    assert_eq!(restored["user"]["email"], EMAIL);
+    assert_eq!(sessions::Entity::find().count(&app.db).await.unwrap(), 0);
+    // Only the owner's reset link still works: the one mailed to B was superseded.
+    let mails = app.smtp.wait_for(7).await;
+    let resets: Vec<_> = mails
+        .iter()
+        .filter(|mail| mail.link().contains("/reset#token="))
+        .collect();
+    assert_eq!(resets.len(), 2);
+    assert_eq!(resets[1].recipients, [EMAIL]);
+    let thief_reset = app
+        .operation(
+            "ResetPassword",
+            json!({ "input": { "token": resets[0].token(), "newPassword": "the thief's own passphrase" } }),
+        )
+        .await;
+    assert_eq!(
+        error_codes(&thief_reset["resetPassword"]),
+        ["TOKEN_SUPERSEDED"]
     );
 }
