@@ -462,6 +462,30 @@ impl Drop for TestApp {
     }
 }
 
+/// Makes `attempt` fail with `INVALID_CREDENTIALS` `failures` times in a row, polling through
+/// the waits that start after the fifth (1 s, 2 s, 4 s, ...). `attempt` returns the error codes
+/// of one attempt's payload. A later wait is long enough that the next request lands in it
+/// however slow the machine, where the first one (1 s) is not.
+pub async fn fail_in_a_row<F, Fut>(failures: usize, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut failed = 0;
+    while failed < failures {
+        match attempt().await.as_slice() {
+            [code] if code == "INVALID_CREDENTIALS" => failed += 1,
+            [code] if code == "RATE_LIMITED" => {
+                assert!(failed >= 5, "a wait before five failures");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still failing");
+    }
+}
+
 /// The `code` of each of a payload's `userErrors`.
 pub fn error_codes(payload: &Value) -> Vec<String> {
     payload["userErrors"]
