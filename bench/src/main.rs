@@ -11,11 +11,19 @@
 //! password, interleaved, median time per class: the two must not be told apart. The right
 //! password is measured alongside, for scale.
 //!
+//! `confirm-throughput`: `confirmAccount` requests per second and their latency (p50, p99, max
+//! from an HDR histogram) at several concurrencies, each for a fixed time, over one keep-alive
+//! client on loopback. The tokens are those of accounts confirmed beforehand, so this is the
+//! path a landing page's second click (or a reload) takes: the same statements, no update.
+//! `--smoke` runs it for a moment on a few accounts, so that CI keeps it working;
+//! `--database-url` points it at PostgreSQL (an empty database) instead of SQLite.
+//!
 //! ```sh
 //! cargo build --release -p admit -p admit-bench
 //! target/release/admit-bench memory --signups 500
 //! target/release/admit-bench resend-timing --per-class 100
 //! target/release/admit-bench sign-in-timing --per-class 100
+//! target/release/admit-bench confirm-throughput --accounts 200 --seconds 10 --concurrency 1,16,64
 //! ```
 
 use std::{
@@ -41,12 +49,30 @@ async fn main() -> anyhow::Result<()> {
     let scenario = args.next().unwrap_or_default();
     let mut signups = 500usize;
     let mut per_class = 100usize;
+    let mut accounts = 200usize;
+    let mut seconds = 10u64;
+    let mut concurrency = vec![1usize, 16, 64];
+    let mut database_url: Option<String> = None;
     let mut admit = sibling("admit")?;
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--signups" => signups = args.next().context("--signups N")?.parse()?,
             "--per-class" => per_class = args.next().context("--per-class N")?.parse()?,
             "--admit" => admit = PathBuf::from(args.next().context("--admit PATH")?),
+            "--accounts" => accounts = args.next().context("--accounts N")?.parse()?,
+            "--seconds" => seconds = args.next().context("--seconds N")?.parse()?,
+            "--concurrency" => {
+                concurrency = args
+                    .next()
+                    .context("--concurrency N,N,...")?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?;
+            }
+            "--database-url" => database_url = Some(args.next().context("--database-url URL")?),
+            "--smoke" => {
+                (accounts, seconds, concurrency) = (4, 1, vec![1, 4]);
+            }
             other => bail!("unknown argument {other:?}"),
         }
     }
@@ -54,8 +80,12 @@ async fn main() -> anyhow::Result<()> {
         "memory" => memory(&admit, signups).await,
         "resend-timing" => resend_timing(&admit, per_class).await,
         "sign-in-timing" => sign_in_timing(&admit, per_class).await,
+        "confirm-throughput" => {
+            let run = Duration::from_secs(seconds);
+            confirm_throughput(&admit, database_url.as_deref(), accounts, run, &concurrency).await
+        }
         _ => bail!(
-            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N]  [--admit PATH]"
+            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--seconds N] [--concurrency N,N] [--database-url URL] [--smoke]  [--admit PATH]"
         ),
     }
 }
@@ -419,5 +449,85 @@ async fn sign_in_timing(binary: &Path, per_class: usize) -> anyhow::Result<()> {
         }
     }
     print_medians("signIn", &classes, &mut samples, per_class);
+    Ok(())
+}
+
+async fn confirm_throughput(
+    binary: &Path,
+    database_url: Option<&str>,
+    accounts: usize,
+    duration: Duration,
+    concurrencies: &[usize],
+) -> anyhow::Result<()> {
+    let mut env = vec![("ADMIT_IP_RATE_LIMIT", "0")];
+    env.extend(database_url.map(|url| ("DATABASE_URL", url)));
+    let admit = Admit::start(binary, &env).await?;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/graphql", admit.listen);
+    let emails: Vec<String> = (0..accounts)
+        .map(|i| format!("landing{i}@bench.test"))
+        .collect();
+    sign_up(&admit, &client, &url, &emails, true).await?;
+    let tokens: Vec<String> = mailed_tokens(&admit._dir.path().join("mail"))?
+        .into_iter()
+        .map(|(_, token)| token)
+        .collect();
+    if tokens.is_empty() {
+        bail!("no confirmation tokens were mailed");
+    }
+    let confirm =
+        "mutation($token: String!) { confirmAccount(token: $token) { user { confirmed } } }";
+
+    println!("| concurrency | confirmAccount/s | p50 | p99 | max | errors |");
+    println!("|---|---|---|---|---|---|");
+    for &concurrency in concurrencies {
+        let deadline = Instant::now() + duration;
+        let started = Instant::now();
+        let workers = (0..concurrency.max(1)).map(|worker| {
+            let (client, url, tokens) = (&client, &url, &tokens);
+            async move {
+                let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
+                let mut errors = 0u64;
+                let mut next = worker;
+                while Instant::now() < deadline {
+                    let token = &tokens[next % tokens.len()];
+                    next += concurrency;
+                    let sent = Instant::now();
+                    let answer = graphql(client, url, confirm, json!({ "token": token })).await;
+                    let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    latencies.record(micros.max(1))?;
+                    if !matches!(&answer, Ok(body) if body["data"]["confirmAccount"]["user"]["confirmed"] == true)
+                    {
+                        errors += 1;
+                    }
+                }
+                anyhow::Ok((latencies, errors))
+            }
+        });
+        let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
+        let mut errors = 0;
+        for outcome in futures::future::join_all(workers).await {
+            let (worker, worker_errors) = outcome?;
+            latencies.add(&worker)?;
+            errors += worker_errors;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        println!(
+            "| {concurrency} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {errors} |",
+            latencies.len() as f64 / elapsed,
+            ms(latencies.value_at_quantile(0.5)),
+            ms(latencies.value_at_quantile(0.99)),
+            ms(latencies.max()),
+        );
+        if errors > 0 {
+            bail!("{errors} confirmations failed");
+        }
+    }
+    println!(
+        "({} accounts confirmed beforehand, each concurrency for {} s, one keep-alive client)",
+        tokens.len(),
+        duration.as_secs()
+    );
     Ok(())
 }
