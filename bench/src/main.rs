@@ -18,6 +18,10 @@
 //! `--smoke` runs it for a moment on a few accounts, so that CI keeps it working;
 //! `--database-url` points it at PostgreSQL (an empty database) instead of SQLite.
 //!
+//! `flood-latency`: the p50/p99 of `confirmAccount` (one client, one request at a time) and
+//! of `passwordPolicy` while 256 connections keep signing up, against the same without the
+//! flood, in the same run.
+//!
 //! ```sh
 //! cargo build --release -p admit -p admit-bench
 //! target/release/admit-bench memory --signups 500
@@ -80,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         "memory" => memory(&admit, signups).await,
         "resend-timing" => resend_timing(&admit, per_class).await,
         "sign-in-timing" => sign_in_timing(&admit, per_class).await,
+        "flood-latency" => flood_latency(&admit, Duration::from_secs(seconds)).await,
         "confirm-throughput" => {
             let run = Duration::from_secs(seconds);
             confirm_throughput(&admit, database_url.as_deref(), accounts, run, &concurrency).await
@@ -528,6 +533,104 @@ async fn confirm_throughput(
         "({} accounts confirmed beforehand, each concurrency for {} s, one keep-alive client)",
         tokens.len(),
         duration.as_secs()
+    );
+    Ok(())
+}
+
+async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<()> {
+    let admit = Admit::start(binary, &[("ADMIT_IP_RATE_LIMIT", "0")]).await?;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/graphql", admit.listen);
+    let emails: Vec<String> = (0..20).map(|i| format!("calm{i}@bench.test")).collect();
+    sign_up(&admit, &client, &url, &emails, true).await?;
+    let tokens: Vec<String> = mailed_tokens(&admit._dir.path().join("mail"))?
+        .into_iter()
+        .map(|(_, token)| token)
+        .collect();
+    let confirm =
+        "mutation($token: String!) { confirmAccount(token: $token) { user { confirmed } } }";
+    let policy = "{ passwordPolicy { minLength } }";
+    // One request at a time, alternating the two operations, for `duration`.
+    let probe = || async {
+        let mut confirms = hdrhistogram::Histogram::<u64>::new(3)?;
+        let mut policies = hdrhistogram::Histogram::<u64>::new(3)?;
+        let deadline = Instant::now() + duration;
+        let mut i = 0;
+        while Instant::now() < deadline {
+            let sent = Instant::now();
+            let answer = graphql(
+                &client,
+                &url,
+                confirm,
+                json!({ "token": tokens[i % tokens.len()] }),
+            )
+            .await?;
+            confirms.record(
+                u64::try_from(sent.elapsed().as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )?;
+            if answer["data"]["confirmAccount"]["user"]["confirmed"] != true {
+                bail!("confirmation failed: {answer}");
+            }
+            let sent = Instant::now();
+            graphql(&client, &url, policy, json!({})).await?;
+            policies.record(
+                u64::try_from(sent.elapsed().as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )?;
+            i += 1;
+        }
+        anyhow::Ok((confirms, policies))
+    };
+    let (calm_confirm, calm_policy) = probe().await?;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..256)
+        .map(|worker| {
+            let (url, stop) = (url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let (mut n, mut accepted) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let input = json!({ "input": { "email": format!("flood{worker}x{n}@bench.test"), "password": PASSWORD } });
+                    let answer = graphql(&client, &url, "mutation($input: RegisterInput!) { register(input: $input) { accepted } }", input).await;
+                    n += 1;
+                    accepted += u64::from(matches!(answer, Ok(body) if body["data"]["register"]["accepted"] == true));
+                }
+                (n, accepted)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (flood_confirm, flood_policy) = probe().await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut signups, mut accepted) = (0, 0);
+    for flooder in flooders {
+        let (answered, taken) = flooder.await?;
+        signups += answered;
+        accepted += taken;
+    }
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    println!("| operation | p50 / p99 alone | p50 / p99 during 256 sign-ups in flight |");
+    println!("|---|---|---|");
+    for (name, calm, flood) in [
+        ("confirmAccount", &calm_confirm, &flood_confirm),
+        ("passwordPolicy", &calm_policy, &flood_policy),
+    ] {
+        println!(
+            "| {name} | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+            ms(calm.value_at_quantile(0.5)),
+            ms(calm.value_at_quantile(0.99)),
+            ms(flood.value_at_quantile(0.5)),
+            ms(flood.value_at_quantile(0.99)),
+        );
+    }
+    println!(
+        "({} s each; during the flood {signups} sign-ups were answered, {accepted} accepted: {:.1}/s)",
+        duration.as_secs(),
+        accepted as f64 / duration.as_secs_f64()
     );
     Ok(())
 }
