@@ -20,7 +20,7 @@ use super::{
         DeleteAccountPayload, ErrorCode, RegisterPayload, RequestEmailChangePayload,
         RequestPasswordResetPayload, ResendConfirmationPayload, ResetPasswordPayload,
         RevertEmailChangePayload, RevokeSessionPayload, Session, SessionDelivery, SignInPayload,
-        UserError,
+        User, UserError,
     },
 };
 use crate::{
@@ -438,31 +438,29 @@ pub(super) fn confirm_email_change_payload(
     ctx: &Context<'_>,
     outcome: Result<users::Model, ChangeEmailError>,
 ) -> async_graphql::Result<ConfirmEmailChangePayload> {
-    match outcome {
-        Ok(user) => Ok(ConfirmEmailChangePayload {
-            user: Some(user.into()),
-            user_errors: Vec::new(),
-        }),
-        Err(err) => Ok(ConfirmEmailChangePayload {
-            user: None,
-            user_errors: vec![email_link_error(err).map_err(|err| internal(ctx, &err))?],
-        }),
-    }
+    let (user, user_errors) = email_link_outcome(ctx, outcome)?;
+    Ok(ConfirmEmailChangePayload { user, user_errors })
 }
 
 pub(super) fn revert_email_change_payload(
     ctx: &Context<'_>,
     outcome: Result<users::Model, ChangeEmailError>,
 ) -> async_graphql::Result<RevertEmailChangePayload> {
+    let (user, user_errors) = email_link_outcome(ctx, outcome)?;
+    Ok(RevertEmailChangePayload { user, user_errors })
+}
+
+/// The account or the user error of a change or revert link, shared by both payloads.
+fn email_link_outcome(
+    ctx: &Context<'_>,
+    outcome: Result<users::Model, ChangeEmailError>,
+) -> async_graphql::Result<(Option<User>, Vec<UserError>)> {
     match outcome {
-        Ok(user) => Ok(RevertEmailChangePayload {
-            user: Some(user.into()),
-            user_errors: Vec::new(),
-        }),
-        Err(err) => Ok(RevertEmailChangePayload {
-            user: None,
-            user_errors: vec![email_link_error(err).map_err(|err| internal(ctx, &err))?],
-        }),
+        Ok(user) => Ok((Some(user.into()), Vec::new())),
+        Err(err) => {
+            let error = email_link_error(err).map_err(|err| internal(ctx, &err))?;
+            Ok((None, vec![error]))
+        }
     }
 }
 
@@ -522,11 +520,6 @@ pub(super) fn revoke_session_payload(
     }
 }
 
-/// Logs and masks an unexpected failure of a use case that has no error type of its own.
-pub(super) fn unexpected(ctx: &Context<'_>, err: &anyhow::Error) -> async_graphql::Error {
-    internal(ctx, err)
-}
-
 /// The application state, which every executing schema carries.
 pub(super) fn app_state<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a AppState> {
     ctx.data::<AppState>().map_err(|_| {
@@ -542,7 +535,7 @@ pub(super) fn app_state<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a AppS
 /// mean "busy or database unreachable" get `SERVICE_UNAVAILABLE`, so that clients know to try
 /// again; everything else `INTERNAL_SERVER_ERROR`. The log line is one line with the error's
 /// chain; the backtrace, where there is one, only at debug level.
-fn internal(ctx: &Context<'_>, err: &anyhow::Error) -> async_graphql::Error {
+pub(super) fn internal(ctx: &Context<'_>, err: &anyhow::Error) -> async_graphql::Error {
     let request_id = ctx
         .data_opt::<RequestId>()
         .map_or_else(String::new, |id| id.0.clone());

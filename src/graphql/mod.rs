@@ -163,7 +163,7 @@ impl Viewer {
         let state = errors::app_state(ctx)?;
         let listed = errors::within_deadline(state, sessions::list(&state.sessions, self.user_id))
             .await
-            .map_err(|err| errors::unexpected(ctx, &err))?;
+            .map_err(|err| errors::internal(ctx, &err))?;
         Ok(listed
             .into_iter()
             .map(|session| Session::new(session, self.session_id))
@@ -553,7 +553,7 @@ impl Mutation {
             sessions::revoke_others(&state.sessions, viewer.user.id, viewer.session.id),
         )
         .await
-        .map_err(|err| errors::unexpected(ctx, &err))?;
+        .map_err(|err| errors::internal(ctx, &err))?;
         Ok(RevokeSessionPayload {
             revoked: true,
             user_errors: Vec::new(),
@@ -603,7 +603,7 @@ async fn signed_in(ctx: &Context<'_>) -> async_graphql::Result<Option<Authentica
     let request = session::of(ctx);
     errors::within_deadline(state, session::viewer(state, &request))
         .await
-        .map_err(|err| errors::unexpected(ctx, &err))
+        .map_err(|err| errors::internal(ctx, &err))
 }
 
 /// The network the request came from; the HTTP layer always provides it, and a schema run

@@ -24,7 +24,6 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
-    Verification,
     accounts::{Accounts, link},
     client_budget, links,
     recovery::{PURPOSE_PASSWORD_RESET, mailbox},
@@ -115,27 +114,6 @@ impl From<links::Spent> for ChangeEmailError {
     }
 }
 
-/// The signed-in `user` proves the password; `Ok(false)` when it is wrong. Counted like a
-/// sign-in attempt for the account's address.
-async fn proves_password(
-    accounts: &Accounts,
-    user: &users::Model,
-    password: Password,
-) -> anyhow::Result<Result<bool, RateLimited>> {
-    if let Err(limited) = sign_in::count_attempt(&accounts.db, &user.email_key).await? {
-        return Ok(Err(limited));
-    }
-    let verified = accounts
-        .hasher
-        .verify(password, Some(user.password_hash.clone()))
-        .await?;
-    if verified == Verification::Mismatch {
-        return Ok(Ok(false));
-    }
-    sign_in::forget_failures(&accounts.db, &user.email_key).await?;
-    Ok(Ok(true))
-}
-
 /// Mails a link to `new_email` that moves `user` there; see the module's description.
 pub async fn request_email_change(
     accounts: &Accounts,
@@ -144,7 +122,7 @@ pub async fn request_email_change(
     new_email: EmailAddress,
     password: Password,
 ) -> Result<(), RequestEmailChangeError> {
-    if !proves_password(accounts, user, password).await?? {
+    if !sign_in::proves_password(&accounts.db, &accounts.hasher, user, password).await?? {
         tracing::info!(user_id = %user.id, "email change refused: wrong password");
         return Err(RequestEmailChangeError::InvalidCredentials);
     }
@@ -357,7 +335,7 @@ pub async fn delete_account(
     user: &users::Model,
     password: Password,
 ) -> Result<(), DeleteAccountError> {
-    if !proves_password(accounts, user, password).await?? {
+    if !sign_in::proves_password(&accounts.db, &accounts.hasher, user, password).await?? {
         tracing::info!(user_id = %user.id, "account deletion refused: wrong password");
         return Err(DeleteAccountError::InvalidCredentials);
     }

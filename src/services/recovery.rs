@@ -17,7 +17,6 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
-    Verification,
     accounts::{
         Accounts, PURPOSE_ACCOUNT_CONFIRMATION, link, lock_user_by_key, record_mail_request,
     },
@@ -220,17 +219,10 @@ pub async fn change_password(
     current_password: Password,
     new_password: &str,
 ) -> Result<users::Model, ChangePasswordError> {
-    sign_in::count_attempt(&accounts.db, &user.email_key).await??;
-    let verified = accounts
-        .hasher
-        .verify(current_password, Some(user.password_hash.clone()))
-        .await
-        .map_err(anyhow::Error::from)?;
-    if verified == Verification::Mismatch {
+    if !sign_in::proves_password(&accounts.db, &accounts.hasher, user, current_password).await?? {
         tracing::info!(user_id = %user.id, "password change refused: wrong current password");
         return Err(ChangePasswordError::InvalidCredentials);
     }
-    sign_in::forget_failures(&accounts.db, &user.email_key).await?;
     let password = new_account_password(accounts, user, new_password)
         .map_err(ChangePasswordError::InvalidPassword)?;
     let password_hash = accounts

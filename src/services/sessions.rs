@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use entity::{sessions, users};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, prelude::DateTimeWithTimeZone, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -117,8 +117,7 @@ pub async fn authenticate(
     let now = now();
     let found = sessions::Entity::find()
         .filter(sessions::Column::TokenHash.eq(token.hash().as_str()))
-        .filter(sessions::Column::ExpiresAt.gt(now))
-        .filter(sessions::Column::LastSeenAt.gt(now - sessions.policy.idle_timeout.delta()))
+        .filter(live(sessions, now))
         .find_also_related(users::Entity)
         .one(&sessions.db)
         .await?;
@@ -140,15 +139,20 @@ pub async fn authenticate(
 
 /// The live sessions of `user_id`, newest first.
 pub async fn list(sessions: &Sessions, user_id: Uuid) -> anyhow::Result<Vec<sessions::Model>> {
-    let now = now();
     Ok(sessions::Entity::find()
         .filter(sessions::Column::UserId.eq(user_id))
-        .filter(sessions::Column::ExpiresAt.gt(now))
-        .filter(sessions::Column::LastSeenAt.gt(now - sessions.policy.idle_timeout.delta()))
+        .filter(live(sessions, now()))
         .order_by_desc(sessions::Column::CreatedAt)
         .order_by_desc(sessions::Column::Id)
         .all(&sessions.db)
         .await?)
+}
+
+/// Sessions that have neither expired nor been idle past the timeout at `now`.
+fn live(sessions: &Sessions, now: DateTimeWithTimeZone) -> Condition {
+    Condition::all()
+        .add(sessions::Column::ExpiresAt.gt(now))
+        .add(sessions::Column::LastSeenAt.gt(now - sessions.policy.idle_timeout.delta()))
 }
 
 /// Ends the session `session_id` of `user_id`; `NotFound` when the account has none such.

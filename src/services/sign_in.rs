@@ -15,12 +15,12 @@
 use chrono::TimeDelta;
 use entity::{sessions, sign_in_throttles, users};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QuerySelect, sea_query::OnConflict,
 };
 
 use super::{
-    Verification, client_budget,
+    PasswordHasher, Verification, client_budget,
     sessions::{self as session_store, Sessions},
     throttle::{LimitScope, RateLimited},
 };
@@ -134,8 +134,8 @@ pub async fn sign_in(
 
 /// Counts one attempt for the address with key `key`, unless it must wait: then the attempt is
 /// refused and not counted (so the owner can get in once the wait is over).
-pub(super) async fn count_attempt(
-    db: &sea_orm::DatabaseConnection,
+async fn count_attempt(
+    db: &DatabaseConnection,
     key: &str,
 ) -> Result<Result<(), RateLimited>, DbErr> {
     let txn = begin_write(db).await?;
@@ -182,6 +182,28 @@ fn wait_after(failures: i32) -> Option<TimeDelta> {
     let past_free = failures.checked_sub(FREE_FAILURES)?;
     let doublings = u32::try_from(past_free).ok()?.min(20);
     Some((FIRST_WAIT * (1 << doublings)).min(LONGEST_WAIT))
+}
+
+/// Whether the signed-in `user` typed their password (changing the password or the address,
+/// deleting the account): counted and forgotten like a sign-in attempt for the account's
+/// address, so guessing here meets the same waits.
+pub(super) async fn proves_password(
+    db: &DatabaseConnection,
+    hasher: &PasswordHasher,
+    user: &users::Model,
+    password: Password,
+) -> anyhow::Result<Result<bool, RateLimited>> {
+    if let Err(limited) = count_attempt(db, &user.email_key).await? {
+        return Ok(Err(limited));
+    }
+    let verified = hasher
+        .verify(password, Some(user.password_hash.clone()))
+        .await?;
+    if verified == Verification::Mismatch {
+        return Ok(Ok(false));
+    }
+    forget_failures(db, &user.email_key).await?;
+    Ok(Ok(true))
 }
 
 /// A right password: the count starts again.
