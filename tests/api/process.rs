@@ -136,6 +136,21 @@ impl AdmitProcess {
         Some((status, response.json().await.ok()?))
     }
 
+    /// POSTs a GraphQL request with `Authorization: Bearer token`; the JSON body.
+    pub async fn graphql_with_bearer(&self, token: &str, query: &str, variables: Value) -> Value {
+        self.http
+            .post(format!("http://{}/graphql", self.listen))
+            .timeout(Duration::from_secs(30))
+            .bearer_auth(token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("POST /graphql")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
     /// `register` for `email` with the test password; whether it was accepted.
     pub async fn register(&self, email: &str) -> bool {
         let body = self

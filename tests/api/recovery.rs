@@ -6,7 +6,9 @@ use entity::{users, verification_tokens};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, TestApp, error_codes, fail_in_a_row, on_both_backends};
+use crate::helpers::{
+    Backend, PASSWORD, TestApp, client_from, error_codes, fail_in_a_row, on_both_backends,
+};
 
 on_both_backends!(
     a_reset_link_sets_a_new_password_ends_every_session_and_says_so_by_mail,
@@ -18,6 +20,7 @@ on_both_backends!(
     notices_go_out_even_when_the_address_has_used_up_its_mail_limits,
     changing_the_password_needs_the_current_one_and_ends_the_other_sessions,
     wrong_current_passwords_are_throttled_like_sign_ins,
+    reset_and_link_requests_count_against_their_client_networks_budget,
 );
 
 const EMAIL: &str = "ada@example.com";
@@ -379,4 +382,60 @@ async fn wrong_current_passwords_are_throttled_like_sign_ins(backend: Backend) {
         app.bearer(EMAIL, PASSWORD).await,
         Err(vec!["RATE_LIMITED".to_owned()])
     );
+}
+
+async fn reset_and_link_requests_count_against_their_client_networks_budget(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--ip-rate-limit", "3"]).await;
+    let attacker = client_from("127.0.0.2");
+    let neighbour = client_from("127.0.0.3");
+    let run = |client: &reqwest::Client, name: &'static str, variables: Value| {
+        let (app, client) = (&app, client.clone());
+        async move {
+            let (_, data) = app.operation_with(&client, name, variables, &[]).await;
+            data.as_object().unwrap().values().next().unwrap().clone()
+        }
+    };
+    let garbage = || json!({ "input": { "token": "A".repeat(43), "newPassword": NEW_PASSWORD } });
+
+    // Asking for links and trying tokens share one budget per network.
+    for i in 0..2 {
+        let asked = run(
+            &attacker,
+            "RequestPasswordReset",
+            json!({ "email": format!("p{i}@example.com") }),
+        )
+        .await;
+        assert_eq!(asked["accepted"], true, "{asked}");
+    }
+    assert_eq!(
+        error_codes(&run(&attacker, "ResetPassword", garbage()).await),
+        ["TOKEN_INVALID"]
+    );
+    let hashes = app.hasher.completed();
+    for (name, variables) in [
+        ("ResetPassword", garbage()),
+        ("RequestPasswordReset", json!({ "email": "p9@example.com" })),
+        ("ConfirmEmailChange", json!({ "token": "A".repeat(43) })),
+        ("RevertEmailChange", json!({ "token": "A".repeat(43) })),
+    ] {
+        let limited = run(&attacker, name, variables).await;
+        assert_eq!(error_codes(&limited), ["RATE_LIMITED"], "{name}: {limited}");
+        let message = limited["userErrors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("network"), "{name}: {message}");
+    }
+    assert_eq!(
+        app.hasher.completed(),
+        hashes,
+        "refused requests cost no hash"
+    );
+
+    let served = run(&neighbour, "ResetPassword", garbage()).await;
+    assert_eq!(error_codes(&served), ["TOKEN_INVALID"]);
+    let served = run(
+        &neighbour,
+        "RequestPasswordReset",
+        json!({ "email": "p9@example.com" }),
+    )
+    .await;
+    assert_eq!(served["accepted"], true);
 }
