@@ -274,6 +274,9 @@ async fn simultaneous_resends_for_one_address_send_one_email(backend: Backend) {
     for answer in answers.iter().filter(|answer| **answer != ACCEPTED()) {
         assert_rate_limited(answer, &["email"], 60);
     }
+    // The accepted request is mailed by the worker after the answer: wait for it.
+    crate::delivery::wait_for_outbox(&app.db, "the resent link queued", |rows| rows.len() >= 2)
+        .await;
     assert_eq!(
         outbox_messages::Entity::find()
             .count(&app.db)
