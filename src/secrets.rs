@@ -64,6 +64,19 @@ pub enum KeyError {
     /// No randomness to make a key with.
     #[error("cannot generate a secret key: {0}")]
     Random(String),
+    /// The key file admit generates was found readable by others, so it was not made by admit
+    /// (it may have come out of a repository or a backup) and is not trusted.
+    #[error(
+        "secret key file {path} can be read by other users (mode {mode:o}); admit generates it \
+         readable by its owner only. Delete it to generate a new one, or `chmod 600` it if it \
+         is yours"
+    )]
+    Exposed {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// A sealed value could not be opened.
@@ -131,15 +144,18 @@ impl SecretKeys {
         if let Some(key) = key {
             return Self::parse(key.expose_secret());
         }
-        let path = file.unwrap_or(generated);
         let read = |path: &Path| {
             std::fs::read_to_string(path).map_err(|source| KeyError::File {
                 path: path.display().to_string(),
                 source,
             })
         };
-        if file.is_some() || generated.exists() {
-            return Self::parse(&read(path)?);
+        if let Some(file) = file {
+            return Self::parse(&read(file)?);
+        }
+        if generated.exists() {
+            refuse_if_exposed(generated)?;
+            return Self::parse(&read(generated)?);
         }
         let mut key = [0u8; KEY_BYTES];
         getrandom::fill(&mut key).map_err(|err| KeyError::Random(err.to_string()))?;
@@ -233,6 +249,33 @@ pub fn default_key_file(database_file: Option<&Path>) -> PathBuf {
         .map_or_else(|| PathBuf::from("admit.key"), |dir| dir.join("admit.key"))
 }
 
+/// Refuses a key file that users other than its owner can read. Only the generated file is
+/// checked: a file named in `ADMIT_SECRET_KEY_FILE` is mounted by the operator's own tools
+/// (a secret volume, say), whose modes are theirs to choose.
+fn refuse_if_exposed(path: &Path) -> Result<(), KeyError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)
+            .map_err(|source| KeyError::File {
+                path: path.display().to_string(),
+                source,
+            })?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Exposed {
+                path: path.display().to_string(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Creates `path` readable and writable by its owner only, and writes `text` into it.
 pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
@@ -305,6 +348,32 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_refused_where_admit_would_have_generated_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admit.key");
+        let sealed = SecretKeys::load(None, None, &path)
+            .unwrap()
+            .seal("x", "c")
+            .unwrap();
+        // What a checkout from git gives a committed file.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = SecretKeys::load(None, None, &path).unwrap_err();
+        assert!(
+            matches!(err, KeyError::Exposed { mode: 0o644, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        // Named explicitly, the operator's mode is accepted.
+        let named = SecretKeys::load(None, Some(&path), &dir.path().join("unused.key")).unwrap();
+        assert_eq!(named.open(&sealed, "c").unwrap(), "x");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let again = SecretKeys::load(None, None, &path).unwrap();
+        assert_eq!(again.open(&sealed, "c").unwrap(), "x");
     }
 
     #[test]
