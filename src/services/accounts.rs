@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::PasswordHasher;
 use super::{
     client_budget,
+    confirmation::{self, Outcome},
     throttle::{self, RateLimited, ThrottlePolicy},
 };
 use crate::{
@@ -460,80 +461,30 @@ async fn renew_link(
 /// unexpired, returns the same confirmed account again.
 ///
 /// Locks the user row, then the token, as registration does, so that a confirmation and a
-/// concurrent sign-up of the same address are decided one after the other.
+/// concurrent sign-up of the same address are decided one after the other (see
+/// [`confirmation`](super::confirmation) for how each database does it).
 pub async fn confirm_account(
     state: &Accounts,
     client: ClientNetwork,
     token: ConfirmationToken,
 ) -> Result<users::Model, ConfirmError> {
     client_budget::take(&state.db, client, state.settings.ip_rate_limit).await??;
-    let hash = token.hash();
-    let txn = begin_write(&state.db).await?;
-    let by_hash = || {
-        verification_tokens::Entity::find()
-            .filter(verification_tokens::Column::TokenHash.eq(hash.as_str()))
-            .filter(verification_tokens::Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
-    };
-    let user_id = by_hash()
-        .one(&txn)
-        .await?
-        .ok_or(ConfirmError::InvalidToken)?
-        .user_id;
-    let user = users::Entity::find_by_id(user_id)
-        .lock_exclusive()
-        .one(&txn)
-        .await?
-        .ok_or(ConfirmError::InvalidToken)?;
-    let record = by_hash()
-        .lock_exclusive()
-        .one(&txn)
-        .await?
-        .ok_or(ConfirmError::InvalidToken)?;
-    let now = now();
-    if record.superseded_at.is_some() {
-        return Err(ConfirmError::SupersededToken);
+    match confirmation::confirm(&state.db, token.hash().as_str(), now()).await? {
+        Outcome::Unknown => Err(ConfirmError::InvalidToken),
+        Outcome::Superseded => Err(ConfirmError::SupersededToken),
+        Outcome::Expired => Err(ConfirmError::ExpiredToken),
+        Outcome::AlreadyUsed(user) => Ok(user),
+        Outcome::Confirmed(user) => {
+            metrics::counter!(crate::metrics::CONFIRMATIONS).increment(1);
+            let waited = user
+                .confirmed_at
+                .map(|at| (at - user.created_at).to_std().unwrap_or_default())
+                .unwrap_or_default();
+            metrics::histogram!(crate::metrics::SIGNUP_TO_CONFIRMATION)
+                .record(waited.as_secs_f64());
+            Ok(user)
+        }
     }
-    if record.expires_at <= now {
-        return Err(ConfirmError::ExpiredToken);
-    }
-    if record.consumed_at.is_some() {
-        txn.commit().await?;
-        return Ok(user);
-    }
-    if user.confirmed_at.is_some() {
-        // Confirmed through another sign-up without ending this one: a link from before
-        // sign-ups were kept apart. It cannot change the account now.
-        return Err(ConfirmError::SupersededToken);
-    }
-    verification_tokens::Entity::update_many()
-        .col_expr(verification_tokens::Column::ConsumedAt, Expr::value(now))
-        .filter(verification_tokens::Column::Id.eq(record.id))
-        .exec(&txn)
-        .await?;
-    verification_tokens::Entity::update_many()
-        .col_expr(verification_tokens::Column::SupersededAt, Expr::value(now))
-        .filter(verification_tokens::Column::UserId.eq(user.id))
-        .filter(verification_tokens::Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
-        .filter(verification_tokens::Column::Id.ne(record.id))
-        .filter(verification_tokens::Column::ConsumedAt.is_null())
-        .filter(verification_tokens::Column::SupersededAt.is_null())
-        .exec(&txn)
-        .await?;
-    let mut confirmed = users::ActiveModel {
-        id: Set(user.id),
-        confirmed_at: Set(Some(now)),
-        ..Default::default()
-    };
-    if let Some(password_hash) = record.password_hash {
-        confirmed.password_hash = Set(password_hash);
-        confirmed.display_name = Set(record.display_name);
-    }
-    let user = users::Entity::update(confirmed).exec(&txn).await?;
-    txn.commit().await?;
-    metrics::counter!(crate::metrics::CONFIRMATIONS).increment(1);
-    let waited = (now - user.created_at).to_std().unwrap_or_default();
-    metrics::histogram!(crate::metrics::SIGNUP_TO_CONFIRMATION).record(waited.as_secs_f64());
-    Ok(user)
 }
 
 /// What one sign-up chose; every link it was sent carries it.

@@ -21,6 +21,7 @@ use use_case_errors;
 
 pub mod accounts;
 pub mod client_budget;
+pub mod confirmation;
 pub mod email_change;
 mod hashing;
 mod links;

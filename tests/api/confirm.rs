@@ -13,6 +13,7 @@ on_both_backends!(
     confirm_account_rejects_an_expired_token,
     confirm_account_rejects_a_token_issued_for_another_purpose,
     simultaneous_confirmations_with_one_token_confirm_the_account_once,
+    two_sign_ups_links_clicked_at_once_confirm_one_and_supersede_the_other,
     the_token_lifetime_follows_the_setting_and_the_email_states_it,
     operators_name_the_product_and_override_templates_from_a_folder,
 );
@@ -156,6 +157,54 @@ async fn simultaneous_confirmations_with_one_token_confirm_the_account_once(back
         reported.timestamp_micros(),
         confirmed[0].confirmed_at.unwrap().timestamp_micros()
     );
+}
+
+async fn two_sign_ups_links_clicked_at_once_confirm_one_and_supersede_the_other(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--resend-cooldown", "0s"]).await;
+    // Rounds on fresh addresses, so that either link may come first.
+    for round in 0..4 {
+        let email = format!("pair{round}@example.com");
+        app.register(&email, crate::helpers::PASSWORD, Some("First"))
+            .await;
+        let first = app.smtp.next_mail().await.token();
+        app.register(&email, "another fine passphrase", Some("Second"))
+            .await;
+        let second = app.smtp.next_mail().await.token();
+
+        let (a, b) = tokio::join!(app.confirm(&first), app.confirm(&second));
+
+        let first_won = a["userErrors"] == json!([]);
+        let (winner, loser, name, won, lost) = if first_won {
+            (&first, &second, "First", &a, &b)
+        } else {
+            (&second, &first, "Second", &b, &a)
+        };
+        assert_eq!(won["userErrors"], json!([]), "{won}");
+        assert_eq!(won["user"]["displayName"], name, "{won}");
+        assert_eq!(lost["userErrors"][0]["code"], "TOKEN_SUPERSEDED", "{lost}");
+        let stored = users::Entity::find()
+            .filter(users::Column::Email.eq(email.as_str()))
+            .one(&app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.confirmed_at.is_some());
+        assert_eq!(stored.display_name.as_deref(), Some(name));
+        let again = app.confirm(winner).await;
+        assert_eq!(again["user"]["displayName"], name, "{again}");
+        let refused = app.confirm(loser).await;
+        assert_eq!(refused["userErrors"][0]["code"], "TOKEN_SUPERSEDED");
+        let links = verification_tokens::Entity::find()
+            .filter(verification_tokens::Column::UserId.eq(stored.id))
+            .all(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(links.iter().filter(|l| l.consumed_at.is_some()).count(), 1);
+        assert_eq!(
+            links.iter().filter(|l| l.superseded_at.is_some()).count(),
+            1
+        );
+    }
 }
 
 async fn the_token_lifetime_follows_the_setting_and_the_email_states_it(backend: Backend) {

@@ -1,0 +1,258 @@
+//! The persistence of confirming a sign-up's link, in as few round trips as each database
+//! allows: the landing page of every new account calls it, so it is admit's hottest write.
+//!
+//! Both backends make the same decision ([`decide`]) on the link and account as they are once
+//! locked, and take the account before the link, as every other use case does:
+//! - PostgreSQL runs one statement ([`POSTGRES_CONFIRM`]): data-modifying CTEs lock the user
+//!   row, then the link, consume it, supersede the account's other pending links and confirm
+//!   the account, returning what the decision needs. Row locks keep concurrent confirmations,
+//!   sign-ups and resends of the address one after the other.
+//! - SQLite has no data-modifying CTEs, but a write transaction holds the whole database, so
+//!   no row needs locking: one read of the link with its account, one update that consumes the
+//!   link and supersedes the others, one update of the account.
+
+use entity::{users, verification_tokens};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    FromQueryResult, QueryFilter, Statement,
+    prelude::DateTimeWithTimeZone,
+    sea_query::{Expr, ExprTrait as _},
+};
+
+use super::accounts::PURPOSE_ACCOUNT_CONFIRMATION;
+use crate::db::begin_write;
+
+/// The whole confirmation on PostgreSQL. `$1` is the token's hash, `$2` the purpose
+/// (`account_confirmation`), `$3` the current time. No row: no such link. Otherwise one row
+/// with the link's and account's state as locked (`link_*`, `account_was_confirmed`), whether
+/// this statement confirmed the account (`confirmed_now`), and the account's columns after it.
+///
+/// `account` locks the user row before `link` locks the link, because `link` joins `account`
+/// and a row lock is taken above its join. The conditions of `consumed` are [`decide`]'s.
+pub const POSTGRES_CONFIRM: &str = r#"
+WITH token AS (
+    SELECT user_id FROM verification_tokens WHERE token_hash = $1 AND purpose = $2
+), account AS (
+    SELECT u.* FROM users u WHERE u.id = (SELECT user_id FROM token) FOR UPDATE
+), link AS (
+    SELECT v.id, v.user_id, v.consumed_at, v.superseded_at, v.expires_at
+    FROM verification_tokens v JOIN account a ON a.id = v.user_id
+    WHERE v.token_hash = $1 AND v.purpose = $2
+    FOR UPDATE OF v
+), consumed AS (
+    UPDATE verification_tokens v SET consumed_at = $3
+    FROM link l JOIN account a ON a.id = l.user_id
+    WHERE v.id = l.id AND l.superseded_at IS NULL AND l.expires_at > $3
+      AND l.consumed_at IS NULL AND a.confirmed_at IS NULL
+    RETURNING v.id, v.user_id, v.password_hash, v.display_name
+), superseded AS (
+    UPDATE verification_tokens v SET superseded_at = $3
+    FROM consumed c
+    WHERE v.user_id = c.user_id AND v.purpose = $2 AND v.id <> c.id
+      AND v.consumed_at IS NULL AND v.superseded_at IS NULL
+), confirmed AS (
+    UPDATE users u SET confirmed_at = $3,
+        password_hash = COALESCE(c.password_hash, u.password_hash),
+        display_name = CASE WHEN c.password_hash IS NULL THEN u.display_name
+                            ELSE c.display_name END
+    FROM consumed c WHERE u.id = c.user_id
+    RETURNING u.*
+)
+SELECT l.consumed_at IS NOT NULL AS link_used,
+    l.superseded_at IS NOT NULL AS link_superseded,
+    l.expires_at AS link_expires_at,
+    a.confirmed_at IS NOT NULL AS account_was_confirmed,
+    c.id IS NOT NULL AS confirmed_now,
+    CASE WHEN c.id IS NULL THEN a.id ELSE c.id END AS id,
+    CASE WHEN c.id IS NULL THEN a.email ELSE c.email END AS email,
+    CASE WHEN c.id IS NULL THEN a.email_key ELSE c.email_key END AS email_key,
+    CASE WHEN c.id IS NULL THEN a.password_hash ELSE c.password_hash END AS password_hash,
+    CASE WHEN c.id IS NULL THEN a.display_name ELSE c.display_name END AS display_name,
+    CASE WHEN c.id IS NULL THEN a.created_at ELSE c.created_at END AS created_at,
+    CASE WHEN c.id IS NULL THEN a.confirmed_at ELSE c.confirmed_at END AS confirmed_at
+FROM link l JOIN account a ON a.id = l.user_id LEFT JOIN confirmed c ON c.id = a.id
+"#;
+
+/// What presenting a confirmation link did.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// No link of this purpose has this hash.
+    Unknown,
+    /// A newer link was sent, or the account was confirmed through another sign-up.
+    Superseded,
+    /// The link's lifetime is over.
+    Expired,
+    /// The link was used before; the account as it is.
+    AlreadyUsed(users::Model),
+    /// The account is confirmed now, with the sign-up's password and display name.
+    Confirmed(users::Model),
+}
+
+/// The decision on a link, from its state and its account's once both are locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Superseded,
+    Expired,
+    AlreadyUsed,
+    Confirm,
+}
+
+/// Superseded before expired before used, so that a used link still answers with its account
+/// while it lives. A link whose account was confirmed through another sign-up without ending
+/// this one (links from before sign-ups were kept apart) cannot change the account now.
+fn decide(
+    used: bool,
+    superseded: bool,
+    expires_at: DateTimeWithTimeZone,
+    account_confirmed: bool,
+    now: DateTimeWithTimeZone,
+) -> Decision {
+    if superseded || (!used && account_confirmed && expires_at > now) {
+        Decision::Superseded
+    } else if expires_at <= now {
+        Decision::Expired
+    } else if used {
+        Decision::AlreadyUsed
+    } else {
+        Decision::Confirm
+    }
+}
+
+/// Uses the confirmation link whose token hashes to `hash`, at `now`.
+pub(super) async fn confirm(
+    db: &DatabaseConnection,
+    hash: &str,
+    now: DateTimeWithTimeZone,
+) -> Result<Outcome, DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Postgres => confirm_postgres(db, hash, now).await,
+        _ => confirm_in_transaction(db, hash, now).await,
+    }
+}
+
+async fn confirm_postgres(
+    db: &DatabaseConnection,
+    hash: &str,
+    now: DateTimeWithTimeZone,
+) -> Result<Outcome, DbErr> {
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        POSTGRES_CONFIRM,
+        [hash.into(), PURPOSE_ACCOUNT_CONFIRMATION.into(), now.into()],
+    );
+    let Some(row) = db.query_one_raw(statement).await? else {
+        return Ok(Outcome::Unknown);
+    };
+    let decision = decide(
+        row.try_get("", "link_used")?,
+        row.try_get("", "link_superseded")?,
+        row.try_get("", "link_expires_at")?,
+        row.try_get("", "account_was_confirmed")?,
+        now,
+    );
+    let confirmed_now: bool = row.try_get("", "confirmed_now")?;
+    if confirmed_now != (decision == Decision::Confirm) {
+        return Err(DbErr::Custom(format!(
+            "the confirmation statement disagrees with its decision {decision:?}"
+        )));
+    }
+    let user = || users::Model::from_query_result(&row, "");
+    Ok(match decision {
+        Decision::Superseded => Outcome::Superseded,
+        Decision::Expired => Outcome::Expired,
+        Decision::AlreadyUsed => Outcome::AlreadyUsed(user()?),
+        Decision::Confirm => Outcome::Confirmed(user()?),
+    })
+}
+
+async fn confirm_in_transaction(
+    db: &DatabaseConnection,
+    hash: &str,
+    now: DateTimeWithTimeZone,
+) -> Result<Outcome, DbErr> {
+    use verification_tokens::Column;
+    let txn = begin_write(db).await?;
+    let found = verification_tokens::Entity::find()
+        .filter(Column::TokenHash.eq(hash))
+        .filter(Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
+        .find_also_related(users::Entity)
+        .one(&txn)
+        .await?;
+    let Some((link, Some(user))) = found else {
+        return Ok(Outcome::Unknown);
+    };
+    let decision = decide(
+        link.consumed_at.is_some(),
+        link.superseded_at.is_some(),
+        link.expires_at,
+        user.confirmed_at.is_some(),
+        now,
+    );
+    match decision {
+        Decision::Superseded => return Ok(Outcome::Superseded),
+        Decision::Expired => return Ok(Outcome::Expired),
+        Decision::AlreadyUsed => return Ok(Outcome::AlreadyUsed(user)),
+        Decision::Confirm => {}
+    }
+    let this_link = Expr::col(Column::Id).eq(link.id);
+    verification_tokens::Entity::update_many()
+        .col_expr(
+            Column::ConsumedAt,
+            Expr::case(this_link.clone(), Expr::val(now))
+                .finally(Expr::col(Column::ConsumedAt))
+                .into(),
+        )
+        .col_expr(
+            Column::SupersededAt,
+            Expr::case(this_link, Expr::col(Column::SupersededAt))
+                .finally(Expr::val(now))
+                .into(),
+        )
+        .filter(Column::UserId.eq(user.id))
+        .filter(Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
+        .filter(Column::ConsumedAt.is_null())
+        .filter(Column::SupersededAt.is_null())
+        .exec(&txn)
+        .await?;
+    let mut confirmed = users::ActiveModel {
+        id: Set(user.id),
+        confirmed_at: Set(Some(now)),
+        ..Default::default()
+    };
+    if let Some(password_hash) = link.password_hash {
+        confirmed.password_hash = Set(password_hash);
+        confirmed.display_name = Set(link.display_name);
+    }
+    let user = users::Entity::update(confirmed).exec(&txn).await?;
+    txn.commit().await?;
+    Ok(Outcome::Confirmed(user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_is_judged_superseded_then_expired_then_used() {
+        let now = crate::db::now();
+        let live = now + chrono::TimeDelta::hours(1);
+        let dead = now - chrono::TimeDelta::hours(1);
+        for (used, superseded, expires, confirmed, expected) in [
+            (false, false, live, false, Decision::Confirm),
+            (true, false, live, true, Decision::AlreadyUsed),
+            (true, false, dead, true, Decision::Expired),
+            (false, true, live, false, Decision::Superseded),
+            (true, true, dead, true, Decision::Superseded),
+            (false, false, live, true, Decision::Superseded),
+            (false, false, dead, true, Decision::Expired),
+            (false, false, now, false, Decision::Expired),
+        ] {
+            assert_eq!(
+                decide(used, superseded, expires, confirmed, now),
+                expected,
+                "used {used}, superseded {superseded}, expires {expires}, confirmed {confirmed}"
+            );
+        }
+    }
+}
