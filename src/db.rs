@@ -33,6 +33,9 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection,
     let statement_timeout = format!("{}ms", timeout.as_millis());
     options
         .sqlx_logging(false)
+        // A ping on every checkout was a round trip per request; a connection that sat idle
+        // long enough for a server, proxy or firewall to drop it is still checked first.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .acquire_timeout(timeout)
         .connect_timeout(timeout)
         .map_sqlx_sqlite_opts(move |opts| {

@@ -242,6 +242,11 @@ pub struct MailSettings {
     /// restarted one) sends it once this has passed. Must exceed the SMTP timeout.
     #[arg(long = "mail-lease", env = "ADMIT_MAIL_LEASE", default_value = "60s", value_parser = timeout)]
     pub lease: Duration,
+
+    /// Messages sent at once, each on its own SMTP connection (kept open between messages).
+    /// Mind the server's limit on connections per client.
+    #[arg(long, env = "ADMIT_SMTP_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub smtp_connections: u16,
 }
 
 impl MailSettings {

@@ -87,6 +87,7 @@ impl Application {
             mail.smtp_url.as_ref(),
             mail.mail_dir.clone(),
             mail.smtp_timeout,
+            usize::from(mail.smtp_connections),
         )?;
         let templates = Templates::load(&mail.product_name, mail.template_dir.as_deref())?;
         let secrets = SecretKeys::load(
@@ -106,6 +107,7 @@ impl Application {
                 max: mail.retry_max,
                 max_attempts: mail.max_attempts,
                 lease: mail.lease,
+                in_flight: usize::from(mail.smtp_connections),
             },
         );
         let metrics = crate::metrics::bind(operations.metrics_listen)

@@ -54,7 +54,8 @@ async fn main() -> anyhow::Result<()> {
     let scenario = args.next().unwrap_or_default();
     let mut signups = 500usize;
     let mut per_class = 100usize;
-    let mut accounts = 200usize;
+    let mut accounts = 10_000usize;
+    let mut confirms = 20_000usize;
     let mut seconds = 10u64;
     let mut concurrency = vec![1usize, 16, 64];
     let mut database_url: Option<String> = None;
@@ -65,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
             "--per-class" => per_class = args.next().context("--per-class N")?.parse()?,
             "--admit" => admit = PathBuf::from(args.next().context("--admit PATH")?),
             "--accounts" => accounts = args.next().context("--accounts N")?.parse()?,
+            "--confirms" => confirms = args.next().context("--confirms N")?.parse()?,
             "--seconds" => seconds = args.next().context("--seconds N")?.parse()?,
             "--concurrency" => {
                 concurrency = args
@@ -76,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
             }
             "--database-url" => database_url = Some(args.next().context("--database-url URL")?),
             "--smoke" => {
-                (accounts, seconds, concurrency) = (4, 1, vec![1, 4]);
+                (accounts, confirms, seconds, concurrency) = (100, 50, 1, vec![1, 4]);
             }
             other => bail!("unknown argument {other:?}"),
         }
@@ -87,11 +89,17 @@ async fn main() -> anyhow::Result<()> {
         "sign-in-timing" => sign_in_timing(&admit, per_class).await,
         "flood-latency" => flood_latency(&admit, Duration::from_secs(seconds)).await,
         "confirm-throughput" => {
-            let run = Duration::from_secs(seconds);
-            confirm_throughput(&admit, database_url.as_deref(), accounts, run, &concurrency).await
+            confirm_throughput(
+                &admit,
+                database_url.as_deref(),
+                accounts,
+                confirms,
+                &concurrency,
+            )
+            .await
         }
         _ => bail!(
-            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--seconds N] [--concurrency N,N] [--database-url URL] [--smoke]  [--admit PATH]"
+            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--database-url URL] [--smoke]  [--admit PATH]"
         ),
     }
 }
@@ -469,82 +477,218 @@ async fn sign_in_timing(binary: &Path, per_class: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A placeholder for the stored password hashes of seeded accounts: confirming copies it
+/// around but never checks it.
+const SEEDED_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2VlZGVkc2VlZGVk$c2VlZGVkc2VlZGVkc2VlZGVkc2VlZGVkc2VlZGVkc2U";
+
+/// Writes `count` unconfirmed accounts, each with one pending confirmation link, straight into
+/// admit's database (signing up thousands through the API would spend minutes hashing), and
+/// returns the links' tokens in clear.
+async fn seed_pending(
+    db: &sea_orm::DatabaseConnection,
+    label: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    use entity::{users, verification_tokens};
+    use sea_orm::{ActiveValue::Set, EntityTrait as _, TransactionTrait as _};
+    let now = admit::db::now();
+    let mut tokens = Vec::with_capacity(count);
+    let mut start = 0;
+    while start < count {
+        let batch = (count - start).min(1000);
+        let (mut accounts, mut links) = (Vec::with_capacity(batch), Vec::with_capacity(batch));
+        for i in start..start + batch {
+            let id = uuid::Uuid::now_v7();
+            let email = format!("{label}{i}@bench.test");
+            accounts.push(users::ActiveModel {
+                id: Set(id),
+                email: Set(email.clone()),
+                email_key: Set(email),
+                password_hash: Set(SEEDED_HASH.to_owned()),
+                display_name: Set(None),
+                created_at: Set(now),
+                confirmed_at: Set(None),
+            });
+            let token = admit::domain::ConfirmationToken::generate()?;
+            links.push(verification_tokens::ActiveModel {
+                id: Set(uuid::Uuid::now_v7()),
+                user_id: Set(id),
+                purpose: Set(admit::services::accounts::PURPOSE_ACCOUNT_CONFIRMATION.to_owned()),
+                token_hash: Set(token.hash().as_str().to_owned()),
+                created_at: Set(now),
+                expires_at: Set(now + chrono::TimeDelta::days(1)),
+                consumed_at: Set(None),
+                superseded_at: Set(None),
+                signup_id: Set(Some(uuid::Uuid::now_v7())),
+                password_hash: Set(Some(SEEDED_HASH.to_owned())),
+                display_name: Set(None),
+                email: Set(None),
+            });
+            tokens.push(token.expose().to_owned());
+        }
+        let txn = db.begin().await?;
+        users::Entity::insert_many(accounts)
+            .exec_without_returning(&txn)
+            .await?;
+        verification_tokens::Entity::insert_many(links)
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        start += batch;
+    }
+    Ok(tokens)
+}
+
+/// What one phase of a throughput run measured.
+struct Phase {
+    latencies: hdrhistogram::Histogram<u64>,
+    errors: u64,
+    elapsed: Duration,
+}
+
+impl Phase {
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn ms(&self, quantile: f64) -> f64 {
+        self.latencies.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+/// Runs `operation` once for every token, `concurrency` at a time, timing each; an operation
+/// answers whether it did what it should.
+async fn drive<F, Fut>(concurrency: usize, tokens: &[String], operation: F) -> anyhow::Result<Phase>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    let workers = (0..concurrency.max(1)).map(|_| {
+        let (next, operation) = (&next, &operation);
+        async move {
+            let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
+            let mut errors = 0u64;
+            while let Some(token) =
+                tokens.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+            {
+                let sent = Instant::now();
+                let done = operation(token.clone()).await;
+                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                latencies.record(micros.max(1))?;
+                errors += u64::from(!done);
+            }
+            anyhow::Ok((latencies, errors))
+        }
+    });
+    let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut errors = 0;
+    for outcome in futures::future::join_all(workers).await {
+        let (worker, worker_errors) = outcome?;
+        latencies.add(&worker)?;
+        errors += worker_errors;
+    }
+    Ok(Phase {
+        latencies,
+        errors,
+        elapsed: started.elapsed(),
+    })
+}
+
 async fn confirm_throughput(
     binary: &Path,
     database_url: Option<&str>,
     accounts: usize,
-    duration: Duration,
+    confirms: usize,
     concurrencies: &[usize],
 ) -> anyhow::Result<()> {
     let mut env = vec![("ADMIT_IP_RATE_LIMIT", "0")];
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let admit = Admit::start(binary, &env).await?;
-    let client = reqwest::Client::new();
-    let url = format!("http://{}/graphql", admit.listen);
-    let emails: Vec<String> = (0..accounts)
-        .map(|i| format!("landing{i}@bench.test"))
-        .collect();
-    sign_up(&admit, &client, &url, &emails, true).await?;
-    let tokens: Vec<String> = mailed_tokens(&admit._dir.path().join("mail"))?
-        .into_iter()
-        .map(|(_, token)| token)
-        .collect();
-    if tokens.is_empty() {
-        bail!("no confirmation tokens were mailed");
+    let url = database_url.map_or_else(
+        || {
+            format!(
+                "sqlite://{}?mode=rw",
+                admit._dir.path().join("admit.db").display()
+            )
+        },
+        str::to_owned,
+    );
+    // The same pool settings as admit's own, for the bound.
+    let db = admit::db::connect(&url, Duration::from_secs(5)).await?;
+    let seeding = Instant::now();
+    seed_pending(&db, "resting", accounts).await?;
+    let mut fresh = Vec::new();
+    for (i, _) in concurrencies.iter().enumerate() {
+        fresh.push((
+            seed_pending(&db, &format!("bound{i}x"), confirms).await?,
+            seed_pending(&db, &format!("landing{i}x"), confirms).await?,
+        ));
     }
+    let seeded = accounts + 2 * confirms * concurrencies.len();
+    let seeding = seeding.elapsed();
+    let client = reqwest::Client::new();
+    let api = format!("http://{}/graphql", admit.listen);
     let confirm =
         "mutation($token: String!) { confirmAccount(token: $token) { user { confirmed } } }";
-
-    println!("| concurrency | confirmAccount/s | p50 | p99 | max | errors |");
-    println!("|---|---|---|---|---|---|");
-    for &concurrency in concurrencies {
-        let deadline = Instant::now() + duration;
-        let started = Instant::now();
-        let workers = (0..concurrency.max(1)).map(|worker| {
-            let (client, url, tokens) = (&client, &url, &tokens);
-            async move {
-                let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
-                let mut errors = 0u64;
-                let mut next = worker;
-                while Instant::now() < deadline {
-                    let token = &tokens[next % tokens.len()];
-                    next += concurrency;
-                    let sent = Instant::now();
-                    let answer = graphql(client, url, confirm, json!({ "token": token })).await;
-                    let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    latencies.record(micros.max(1))?;
-                    if !matches!(&answer, Ok(body) if body["data"]["confirmAccount"]["user"]["confirmed"] == true)
-                    {
-                        errors += 1;
-                    }
-                }
-                anyhow::Ok((latencies, errors))
-            }
-        });
-        let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
-        let mut errors = 0;
-        for outcome in futures::future::join_all(workers).await {
-            let (worker, worker_errors) = outcome?;
-            latencies.add(&worker)?;
-            errors += worker_errors;
+    let by_api = |token: String| {
+        let (client, api) = (&client, &api);
+        async move {
+            matches!(graphql(client, api, confirm, json!({ "token": token })).await,
+                Ok(body) if body["data"]["confirmAccount"]["user"]["confirmed"] == true)
         }
-        let elapsed = started.elapsed().as_secs_f64();
-        let ms = |micros: u64| micros as f64 / 1000.0;
+    };
+
+    println!(
+        "| concurrency | bound: the statements alone | confirmAccount, first click | of the bound | p50 / p99 | again (a reload), p50 / p99 |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (&concurrency, (for_bound, for_api)) in concurrencies.iter().zip(&fresh) {
+        let bound = drive(concurrency, for_bound, |token| {
+            let db = &db;
+            async move {
+                let Ok(token) = admit::domain::ConfirmationToken::parse(&token) else {
+                    return false;
+                };
+                let outcome = admit::services::confirmation::confirm(
+                    db,
+                    token.hash().as_str(),
+                    admit::db::now(),
+                )
+                .await;
+                matches!(
+                    outcome,
+                    Ok(admit::services::confirmation::Outcome::Confirmed(_))
+                )
+            }
+        })
+        .await?;
+        let first = drive(concurrency, for_api, by_api).await?;
+        let again = drive(concurrency, for_api, by_api).await?;
         println!(
-            "| {concurrency} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {errors} |",
-            latencies.len() as f64 / elapsed,
-            ms(latencies.value_at_quantile(0.5)),
-            ms(latencies.value_at_quantile(0.99)),
-            ms(latencies.max()),
+            "| {concurrency} | {:.0}/s, p50 {:.2} / p99 {:.2} ms | {:.0}/s | {:.0} % | {:.2} / {:.2} ms | {:.0}/s, {:.2} / {:.2} ms |",
+            bound.per_second(),
+            bound.ms(0.5),
+            bound.ms(0.99),
+            first.per_second(),
+            100.0 * first.per_second() / bound.per_second(),
+            first.ms(0.5),
+            first.ms(0.99),
+            again.per_second(),
+            again.ms(0.5),
+            again.ms(0.99),
         );
+        let errors = bound.errors + first.errors + again.errors;
         if errors > 0 {
             bail!("{errors} confirmations failed");
         }
     }
     println!(
-        "({} accounts confirmed beforehand, each concurrency for {} s, one keep-alive client)",
-        tokens.len(),
-        duration.as_secs()
+        "({} confirmations per phase; {seeded} accounts seeded in {:.1} s, {accounts} of them never confirmed; one keep-alive HTTP client; the bound runs admit's confirmation statements through the same pool settings, without HTTP and GraphQL)",
+        confirms,
+        seeding.as_secs_f64(),
     );
     Ok(())
 }

@@ -6,16 +6,15 @@ use lettre::{
     message::{Mailbox, MultiPart},
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    sea_query::{Expr, LockBehavior, LockType, Order, Query},
 };
 use tokio::sync::watch;
 
 use super::{OutboxSignal, Transport, outbox::body_context};
 use crate::secrets::SecretKeys;
 
-/// Messages claimed per round.
-const BATCH: u64 = 16;
 /// How often the outbox is checked when nothing wakes the dispatcher (retries come due this way).
 const POLL: Duration = Duration::from_secs(1);
 /// How hard to try: exponential backoff with jitter, capped, for a bounded number of attempts.
@@ -30,6 +29,9 @@ pub struct DeliveryPolicy {
     /// How long a claim on a message lasts: a process that dies mid-send loses it after this,
     /// and another process sends the message.
     pub lease: Duration,
+    /// Messages sent at once. A round claims no more than this, so that no claimed message
+    /// waits for a free slot while its lease runs out.
+    pub in_flight: usize,
 }
 
 impl DeliveryPolicy {
@@ -97,43 +99,43 @@ impl Dispatcher {
         tracing::info!("outbox dispatcher stopped");
     }
 
-    /// One round: claims and sends the messages that are due. Returns how many it claimed.
+    /// One round: claims up to `in_flight` due messages and sends them all at once. Returns
+    /// how many it claimed.
     async fn deliver_due(&self, shutdown: &watch::Receiver<bool>) -> Result<usize, DbErr> {
-        let now = crate::db::now();
-        let due = outbox_messages::Entity::find()
-            .filter(Column::SentAt.is_null())
-            .filter(Column::DeadAt.is_null())
-            .filter(Column::NextAttemptAt.lte(now))
-            .filter(unclaimed(now))
-            .order_by_asc(Column::NextAttemptAt)
-            .limit(BATCH)
-            .all(&self.db)
-            .await?;
-        let mut claimed = 0;
-        for message in due {
-            if *shutdown.borrow() {
-                break;
-            }
-            if self.claim(&message).await? {
-                claimed += 1;
-                self.deliver(message).await?;
-            }
+        if *shutdown.borrow() {
+            return Ok(0);
         }
-        Ok(claimed)
+        let claimed = self.claim_due().await?;
+        let count = claimed.len();
+        let outcomes = futures_util::future::join_all(
+            claimed.into_iter().map(|message| self.deliver(message)),
+        )
+        .await;
+        outcomes.into_iter().collect::<Result<(), DbErr>>()?;
+        Ok(count)
     }
 
-    /// Takes the lease on `message`; false when another dispatcher holds it or it went out.
-    async fn claim(&self, message: &outbox_messages::Model) -> Result<bool, DbErr> {
+    /// Takes the lease on the due messages, oldest first, in one statement: a message another
+    /// dispatcher holds, or is claiming at this moment (PostgreSQL skips its locked rows), is
+    /// left to it.
+    async fn claim_due(&self) -> Result<Vec<outbox_messages::Model>, DbErr> {
         let now = crate::db::now();
-        let result = outbox_messages::Entity::update_many()
+        let due = Query::select()
+            .column(Column::Id)
+            .from(outbox_messages::Entity)
+            .and_where(Column::SentAt.is_null())
+            .and_where(Column::DeadAt.is_null())
+            .and_where(Column::NextAttemptAt.lte(now))
+            .cond_where(unclaimed(now))
+            .order_by(Column::NextAttemptAt, Order::Asc)
+            .limit(u64::try_from(self.policy.in_flight.max(1)).unwrap_or(1))
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .to_owned();
+        outbox_messages::Entity::update_many()
             .col_expr(Column::LockedUntil, Expr::value(now + self.policy.lease))
-            .filter(Column::Id.eq(message.id))
-            .filter(Column::SentAt.is_null())
-            .filter(Column::DeadAt.is_null())
-            .filter(unclaimed(now))
-            .exec(&self.db)
-            .await?;
-        Ok(result.rows_affected == 1)
+            .filter(Column::Id.in_subquery(due))
+            .exec_with_returning(&self.db)
+            .await
     }
 
     async fn deliver(&self, message: outbox_messages::Model) -> Result<(), DbErr> {
@@ -242,6 +244,7 @@ mod tests {
             max: Duration::from_secs(60),
             max_attempts: 5,
             lease: Duration::from_secs(60),
+            in_flight: 1,
         };
         let first = policy.delay(1);
         assert!(first <= Duration::from_secs(10) && first >= Duration::from_secs(8));

@@ -4,6 +4,7 @@
 pub mod admin;
 mod dispatcher;
 mod outbox;
+mod smtp;
 mod templates;
 mod transport;
 

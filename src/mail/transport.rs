@@ -1,10 +1,9 @@
 use std::{path::PathBuf, time::Duration};
 
-use lettre::{
-    AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-    transport::smtp::PoolConfig,
-};
-use secrecy::{ExposeSecret, SecretString};
+use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::SecretString;
+
+use super::smtp::SmtpPool;
 
 /// Where messages go, and how long one hand-over may take.
 #[derive(Clone)]
@@ -15,8 +14,8 @@ pub struct Transport {
 
 #[derive(Clone)]
 enum Kind {
-    /// lettre's pooled async SMTP transport.
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// SMTP over pooled connections (see [`super::smtp`]).
+    Smtp(SmtpPool),
     /// One `.eml` file per message, for local development.
     Files(PathBuf),
 }
@@ -27,23 +26,20 @@ enum Kind {
 pub struct SendError(String);
 
 impl Transport {
-    /// SMTP at `url` when given, otherwise files in `mail_dir` (created if missing). No send
-    /// takes longer than `timeout`.
+    /// SMTP at `url` when given, keeping up to `connections` open, otherwise files in
+    /// `mail_dir` (created if missing). No send takes longer than `timeout`.
     pub fn new(
         url: Option<&SecretString>,
         mail_dir: PathBuf,
         timeout: Duration,
+        connections: usize,
     ) -> anyhow::Result<Self> {
         let kind = match url {
-            Some(url) => {
-                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
-                    // lettre's URL errors do not echo the URL, so no credentials leak here.
-                    .map_err(|err| anyhow::anyhow!("invalid ADMIT_SMTP_URL: {err}"))?
-                    .timeout(Some(timeout))
-                    .pool_config(PoolConfig::new().max_size(4))
-                    .build();
-                Kind::Smtp(transport)
-            }
+            Some(url) => Kind::Smtp(
+                // The pool's URL errors do not echo the URL, so no credentials leak here.
+                SmtpPool::new(url, connections, timeout)
+                    .map_err(|err| anyhow::anyhow!("invalid ADMIT_SMTP_URL: {err}"))?,
+            ),
             None => {
                 std::fs::create_dir_all(&mail_dir).map_err(|err| {
                     anyhow::anyhow!("cannot create mail folder {}: {err}", mail_dir.display())
@@ -70,9 +66,9 @@ impl Transport {
     async fn send_unbounded(&self, message: Message) -> Result<String, SendError> {
         match &self.kind {
             Kind::Smtp(smtp) => smtp
-                .send(message)
+                .send(&message)
                 .await
-                .map(|response| format!("SMTP {}", response.code()))
+                .map(|code| format!("SMTP {code}"))
                 .map_err(|err| SendError(format!("SMTP: {err}"))),
             Kind::Files(dir) => AsyncFileTransport::<Tokio1Executor>::new(dir)
                 .send(message)
