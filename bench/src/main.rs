@@ -12,12 +12,20 @@
 //! password, interleaved, median time per class: the two must not be told apart. The right
 //! password is measured alongside, for scale.
 //!
-//! `confirm-throughput`: `confirmAccount` requests per second and their latency (p50, p99, max
-//! from an HDR histogram) at several concurrencies, each for a fixed time, over one keep-alive
-//! client on loopback. The tokens are those of accounts confirmed beforehand, so this is the
-//! path a landing page's second click (or a reload) takes: the same statements, no update.
-//! `--smoke` runs it for a moment on a few accounts, so that CI keeps it working;
+//! `confirm-throughput`: `confirmAccount` per second and its latency (p50, p99 from HDR
+//! histograms) at several concurrencies over one keep-alive client on loopback, against a bound
+//! measured in the same run: admit's own confirmation statements
+//! (`admit::services::confirmation::confirm`) run directly on a pool with admit's settings,
+//! without HTTP or GraphQL. Accounts and their links are seeded straight into the database
+//! (`--accounts` of them never confirmed, to size the tables, plus fresh ones for every phase),
+//! so each phase confirms `--confirms` first clicks; a reload of the same links follows.
 //! `--database-url` points it at PostgreSQL (an empty database) instead of SQLite.
+//!
+//! `mail-drain`: `--messages` queued straight into the outbox, delivered to a loopback SMTP
+//! sink: mails per second, duplicate Message-IDs, admit's peak RSS; lettre's own pooled
+//! transport to the same sink, in the same run, for scale.
+//!
+//! `--smoke` makes either of the two last a moment's run, so that CI keeps them working.
 //!
 //! `flood-latency`: the p50/p99 of `confirmAccount` (one client, one request at a time) and
 //! of `passwordPolicy` while 256 connections keep signing up, against the same without the
@@ -28,7 +36,9 @@
 //! target/release/admit-bench memory --signups 500
 //! target/release/admit-bench resend-timing --per-class 100
 //! target/release/admit-bench sign-in-timing --per-class 100
-//! target/release/admit-bench confirm-throughput --accounts 200 --seconds 10 --concurrency 1,16,64
+//! target/release/admit-bench confirm-throughput --accounts 10000 --confirms 20000 --concurrency 1,16,64
+//! target/release/admit-bench mail-drain --messages 3000
+//! target/release/admit-bench flood-latency --seconds 10
 //! ```
 
 use std::{
@@ -56,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let mut per_class = 100usize;
     let mut accounts = 10_000usize;
     let mut confirms = 20_000usize;
+    let mut messages = 3_000usize;
     let mut seconds = 10u64;
     let mut concurrency = vec![1usize, 16, 64];
     let mut database_url: Option<String> = None;
@@ -67,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
             "--admit" => admit = PathBuf::from(args.next().context("--admit PATH")?),
             "--accounts" => accounts = args.next().context("--accounts N")?.parse()?,
             "--confirms" => confirms = args.next().context("--confirms N")?.parse()?,
+            "--messages" => messages = args.next().context("--messages N")?.parse()?,
             "--seconds" => seconds = args.next().context("--seconds N")?.parse()?,
             "--concurrency" => {
                 concurrency = args
@@ -78,7 +90,8 @@ async fn main() -> anyhow::Result<()> {
             }
             "--database-url" => database_url = Some(args.next().context("--database-url URL")?),
             "--smoke" => {
-                (accounts, confirms, seconds, concurrency) = (100, 50, 1, vec![1, 4]);
+                (accounts, confirms, seconds, concurrency, messages) =
+                    (100, 50, 1, vec![1, 4], 100);
             }
             other => bail!("unknown argument {other:?}"),
         }
@@ -88,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         "resend-timing" => resend_timing(&admit, per_class).await,
         "sign-in-timing" => sign_in_timing(&admit, per_class).await,
         "flood-latency" => flood_latency(&admit, Duration::from_secs(seconds)).await,
+        "mail-drain" => mail_drain(&admit, database_url.as_deref(), messages).await,
         "confirm-throughput" => {
             confirm_throughput(
                 &admit,
@@ -99,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         _ => bail!(
-            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--database-url URL] [--smoke]  [--admit PATH]"
+            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--database-url URL] [--smoke] | mail-drain [--messages N] [--database-url URL] [--smoke] | flood-latency [--seconds N]  [--admit PATH]"
         ),
     }
 }
@@ -788,5 +802,181 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<()> 
         duration.as_secs(),
         accepted as f64 / duration.as_secs_f64()
     );
+    Ok(())
+}
+
+/// What the loopback SMTP sink has taken: each message's Message-ID and when its final `.`
+/// arrived.
+#[derive(Default)]
+struct Sink {
+    received: Vec<(Instant, String)>,
+}
+
+/// A minimal SMTP server on loopback that accepts everything, as fast as it can: the far end
+/// of `mail-drain`. It answers each command with one write on a `TCP_NODELAY` socket, so that
+/// any waiting measured is the client's.
+async fn smtp_sink() -> anyhow::Result<(u16, std::sync::Arc<std::sync::Mutex<Sink>>)> {
+    use tokio::io::AsyncWriteExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let sink = std::sync::Arc::new(std::sync::Mutex::new(Sink::default()));
+    let shared = sink.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let sink = shared.clone();
+            tokio::spawn(async move {
+                stream.set_nodelay(true)?;
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 sink ESMTP\r\n").await?;
+                let (mut in_data, mut message_id) = (false, String::new());
+                while let Some(line) = lines.next_line().await? {
+                    if in_data {
+                        if line == "." {
+                            in_data = false;
+                            let id = std::mem::take(&mut message_id);
+                            if let Ok(mut sink) = sink.lock() {
+                                sink.received.push((Instant::now(), id));
+                            }
+                            write.write_all(b"250 2.0.0 queued\r\n").await?;
+                        } else if let Some(id) = line.strip_prefix("Message-ID: ") {
+                            message_id = id.trim().to_owned();
+                        }
+                        continue;
+                    }
+                    let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go on\r\n"
+                        }
+                        "QUIT" => {
+                            write.write_all(b"221 bye\r\n").await?;
+                            break;
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    write.write_all(reply).await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+    });
+    Ok((port, sink))
+}
+
+/// An outbox key for the benchmark's admit, so that the benchmark can queue mail itself.
+const BENCH_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// Queues `count` messages straight into admit's outbox (in transactions of 500, as a burst of
+/// sign-ups leaves it), times their delivery to the loopback sink, and counts duplicates. For
+/// scale, the same sink also takes 100 messages from lettre's own pooled transport, one at a
+/// time, in the same run.
+async fn mail_drain(binary: &Path, database_url: Option<&str>, count: usize) -> anyhow::Result<()> {
+    use sea_orm::{
+        ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _,
+        TransactionTrait as _,
+    };
+    let (port, sink) = smtp_sink().await?;
+    let smtp_url = format!("smtp://127.0.0.1:{port}");
+    let mut env = vec![
+        ("ADMIT_SMTP_URL", smtp_url.as_str()),
+        ("ADMIT_SECRET_KEY", BENCH_KEY),
+        ("ADMIT_MAIL_FROM", "bench <no-reply@bench.test>"),
+    ];
+    env.extend(database_url.map(|url| ("DATABASE_URL", url)));
+    let admit = Admit::start(binary, &env).await?;
+    let url = database_url.map_or_else(
+        || {
+            format!(
+                "sqlite://{}?mode=rw",
+                admit._dir.path().join("admit.db").display()
+            )
+        },
+        str::to_owned,
+    );
+    let db = admit::db::connect(&url, Duration::from_secs(5)).await?;
+    let keys = admit::secrets::SecretKeys::parse(BENCH_KEY)?;
+    let queuing = Instant::now();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+        let txn = db.begin().await?;
+        for &i in chunk {
+            let email = admit::mail::OutgoingEmail {
+                subject: format!("Confirm your account ({i})"),
+                text: format!("Open https://bench.test/confirm#token={i:0>43} to confirm."),
+                html: format!(
+                    "<p><a href=\"https://bench.test/confirm#token={i:0>43}\">Confirm</a></p>"
+                ),
+            };
+            admit::mail::enqueue(&txn, &keys, &format!("drain{i}@bench.test"), email).await?;
+        }
+        txn.commit().await?;
+    }
+    let queued = queuing.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let unsent = entity::outbox_messages::Entity::find()
+            .filter(entity::outbox_messages::Column::SentAt.is_null())
+            .count(&db)
+            .await?;
+        if unsent == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{unsent} messages still unsent after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hwm = admit.status_kib("VmHWM:")?;
+    let (drain, received, unique) = {
+        let sink = sink.lock().map_err(|_| anyhow::anyhow!("sink poisoned"))?;
+        let first = sink.received.first().map(|(at, _)| *at);
+        let last = sink.received.last().map(|(at, _)| *at);
+        let unique: std::collections::HashSet<&String> =
+            sink.received.iter().map(|(_, id)| id).collect();
+        let span = first.zip(last).map_or(Duration::ZERO, |(a, b)| b - a);
+        (span, sink.received.len(), unique.len())
+    };
+    drop(admit);
+
+    // lettre's own pooled transport to the same sink, one message at a time.
+    let lettre = {
+        use lettre::AsyncTransport as _;
+        let transport =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+                .port(port)
+                .build();
+        let started = Instant::now();
+        for i in 0..100 {
+            let message = lettre::Message::builder()
+                .from("bench <no-reply@bench.test>".parse()?)
+                .to(format!("lettre{i}@bench.test").parse()?)
+                .subject("Confirm your account")
+                .body(format!(
+                    "Open https://bench.test/confirm#token={i:0>43} to confirm."
+                ))?;
+            transport.send(message).await?;
+        }
+        100.0 / started.elapsed().as_secs_f64()
+    };
+
+    println!("| measure | admit | lettre's pooled transport, same sink, same run |");
+    println!("|---|---|---|");
+    println!(
+        "| outbox drain to a loopback SMTP server | {:.0} mails/s ({received} received in {:.2} s, {} duplicate Message-IDs, {} not delivered) | {lettre:.0} mails/s (one at a time) |",
+        received.saturating_sub(1) as f64 / drain.as_secs_f64().max(1e-9),
+        drain.as_secs_f64(),
+        received - unique,
+        count.saturating_sub(unique),
+    );
+    println!(
+        "({count} messages queued in {:.2} s; admit's peak RSS (VmHWM) {} MiB)",
+        queued.as_secs_f64(),
+        hwm / 1024
+    );
+    if received != count || unique != count {
+        bail!("{received} received, {unique} distinct, {count} queued");
+    }
     Ok(())
 }
