@@ -6,7 +6,7 @@ use chrono::TimeDelta;
 use entity::client_budgets::{self, Column, Entity};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 
@@ -60,11 +60,7 @@ pub async fn take<C: ConnectionTrait>(
     )))
 }
 
-/// Removes budgets whose window is over.
-pub async fn purge<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
-    Ok(Entity::delete_many()
-        .filter(Column::WindowStartedAt.lt(now() - WINDOW))
-        .exec(db)
-        .await?
-        .rows_affected)
+/// The budgets whose window is over, for the purge.
+pub(super) fn stale() -> Condition {
+    Condition::all().add(Column::WindowStartedAt.lt(now() - WINDOW))
 }

@@ -5,9 +5,13 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use entity::{
-    mail_throttle_clients, mail_throttles, outbox_messages, sessions, users, verification_tokens,
+    client_budgets, mail_throttle_clients, mail_throttles, outbox_messages, sessions,
+    sign_in_throttles, users, verification_tokens,
 };
-use sea_orm::{ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    sea_query::{Expr, ExprTrait as _, Query},
+};
 use tokio::sync::watch;
 
 use crate::db::now;
@@ -42,57 +46,108 @@ pub struct Retention {
     pub session_idle: TimeDelta,
 }
 
+/// Rows one purge statement deletes at most. Each batch is its own statement (its own
+/// transaction), so that a purge of a million stale rows never holds SQLite's write lock, or
+/// PostgreSQL's locks, for more than a moment: sign-ups and confirmations go on between batches.
+const BATCH: u64 = 500;
+
+/// Deletes the rows of `E` matching `stale`, [`BATCH`] at a time, found by the primary key
+/// `key` (every filter used here has an index, so finding a batch is cheap too).
+async fn delete_in_batches<E: EntityTrait>(
+    db: &DatabaseConnection,
+    key: &[E::Column],
+    stale: Condition,
+) -> Result<u64, DbErr> {
+    let key_expr = || Expr::tuple(key.iter().map(|column| Expr::col(*column)));
+    let mut total = 0;
+    loop {
+        let batch = Query::select()
+            .columns(key.iter().copied())
+            .from(E::default())
+            .cond_where(stale.clone())
+            .limit(BATCH)
+            .to_owned();
+        let deleted = E::delete_many()
+            .filter(key_expr().in_subquery(batch))
+            .exec(db)
+            .await?
+            .rows_affected;
+        total += deleted;
+        if deleted < BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 /// Removes never-confirmed accounts older than the retention, tokens expired longer than it,
-/// and idle mail-limit rows.
+/// idle limit rows, ended sessions and old sent or dead mail, in bounded batches.
 pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<PurgeReport, DbErr> {
     let now = now();
     let cutoff = now - retention.unconfirmed;
-    let users = users::Entity::delete_many()
-        .filter(users::Column::ConfirmedAt.is_null())
-        .filter(users::Column::CreatedAt.lt(cutoff))
-        .exec(db)
-        .await?
-        .rows_affected;
-    let tokens = verification_tokens::Entity::delete_many()
-        .filter(verification_tokens::Column::ExpiresAt.lt(cutoff))
-        .exec(db)
-        .await?
-        .rows_affected;
-    let throttles = mail_throttles::Entity::delete_many()
-        .filter(mail_throttles::Column::WindowStartedAt.lt(now - TimeDelta::days(1)))
-        .filter(
-            Condition::any()
-                .add(mail_throttles::Column::LastSentAt.is_null())
-                .add(mail_throttles::Column::LastSentAt.lt(now - retention.cooldown)),
+    let users = delete_in_batches::<users::Entity>(
+        db,
+        &[users::Column::Id],
+        Condition::all()
+            .add(users::Column::ConfirmedAt.is_null())
+            .add(users::Column::CreatedAt.lt(cutoff)),
+    )
+    .await?;
+    let tokens = delete_in_batches::<verification_tokens::Entity>(
+        db,
+        &[verification_tokens::Column::Id],
+        Condition::all().add(verification_tokens::Column::ExpiresAt.lt(cutoff)),
+    )
+    .await?;
+    let throttles = delete_in_batches::<mail_throttles::Entity>(
+        db,
+        &[mail_throttles::Column::EmailKey],
+        Condition::all()
+            .add(mail_throttles::Column::WindowStartedAt.lt(now - TimeDelta::days(1)))
+            .add(
+                Condition::any()
+                    .add(mail_throttles::Column::LastSentAt.is_null())
+                    .add(mail_throttles::Column::LastSentAt.lt(now - retention.cooldown)),
+            ),
+    )
+    .await?
+        + delete_in_batches::<mail_throttle_clients::Entity>(
+            db,
+            &[
+                mail_throttle_clients::Column::EmailKey,
+                mail_throttle_clients::Column::ClientKey,
+            ],
+            Condition::all()
+                .add(mail_throttle_clients::Column::DayStartedAt.lt(now - TimeDelta::days(1))),
         )
-        .exec(db)
         .await?
-        .rows_affected
-        + mail_throttle_clients::Entity::delete_many()
-            .filter(mail_throttle_clients::Column::DayStartedAt.lt(now - TimeDelta::days(1)))
-            .exec(db)
-            .await?
-            .rows_affected
-        + super::client_budget::purge(db).await?
-        + super::sign_in::purge(db).await?;
-    let sessions = sessions::Entity::delete_many()
-        .filter(
-            Condition::any()
-                .add(sessions::Column::ExpiresAt.lte(now))
-                .add(sessions::Column::LastSeenAt.lte(now - retention.session_idle)),
+        + delete_in_batches::<client_budgets::Entity>(
+            db,
+            &[client_budgets::Column::ClientKey],
+            super::client_budget::stale(),
         )
-        .exec(db)
         .await?
-        .rows_affected;
-    let mails = outbox_messages::Entity::delete_many()
-        .filter(
-            Condition::any()
-                .add(outbox_messages::Column::SentAt.lt(now - retention.mail))
-                .add(outbox_messages::Column::DeadAt.lt(now - retention.mail)),
+        + delete_in_batches::<sign_in_throttles::Entity>(
+            db,
+            &[sign_in_throttles::Column::EmailKey],
+            super::sign_in::stale(),
         )
-        .exec(db)
-        .await?
-        .rows_affected;
+        .await?;
+    let sessions = delete_in_batches::<sessions::Entity>(
+        db,
+        &[sessions::Column::Id],
+        Condition::any()
+            .add(sessions::Column::ExpiresAt.lte(now))
+            .add(sessions::Column::LastSeenAt.lte(now - retention.session_idle)),
+    )
+    .await?;
+    let mails = delete_in_batches::<outbox_messages::Entity>(
+        db,
+        &[outbox_messages::Column::Id],
+        Condition::any()
+            .add(outbox_messages::Column::SentAt.lt(now - retention.mail))
+            .add(outbox_messages::Column::DeadAt.lt(now - retention.mail)),
+    )
+    .await?;
     Ok(PurgeReport {
         users,
         tokens,

@@ -236,15 +236,12 @@ async fn rehash_password(
     Ok(())
 }
 
-/// Removes counts that no longer matter: the last attempt is longer ago than the longest wait.
-pub async fn purge<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
-    Ok(sign_in_throttles::Entity::delete_many()
-        .filter(
-            sign_in_throttles::Column::LastAttemptAt.lt(now() - LONGEST_WAIT - TimeDelta::hours(1)),
-        )
-        .exec(db)
-        .await?
-        .rows_affected)
+/// The throttles whose last attempt is older than the longest wait (and an hour), for the
+/// purge: nothing is left for them to slow down.
+pub(super) fn stale() -> sea_orm::Condition {
+    sea_orm::Condition::all().add(
+        sign_in_throttles::Column::LastAttemptAt.lt(now() - LONGEST_WAIT - TimeDelta::hours(1)),
+    )
 }
 
 #[cfg(test)]

@@ -14,7 +14,99 @@ use crate::{
 on_both_backends!(
     purge_unconfirmed_removes_only_accounts_never_confirmed_in_time,
     the_server_purges_never_confirmed_accounts_periodically,
+    a_purge_larger_than_one_batch_removes_every_stale_row_and_nothing_else,
 );
+
+async fn a_purge_larger_than_one_batch_removes_every_stale_row_and_nothing_else(backend: Backend) {
+    use sea_orm::{ActiveValue::Set, TransactionTrait};
+    let app = TestApp::spawn(backend).await;
+    let kept = app.register_and_read_mail("kept@example.com").await.token();
+    app.confirm(&kept).await;
+    app.register_and_read_mail("fresh@example.com").await;
+    // More stale accounts (each with a link) and per-client mail limits than one batch holds.
+    let (stale, limits) = (1234, 777);
+    let long_ago = Utc::now().fixed_offset() - TimeDelta::days(30);
+    let txn = app.db.begin().await.unwrap();
+    for i in 0..stale {
+        let id = uuid::Uuid::now_v7();
+        users::Entity::insert(users::ActiveModel {
+            id: Set(id),
+            email: Set(format!("stale{i}@example.com")),
+            email_key: Set(format!("stale{i}@example.com")),
+            password_hash: Set("unused".to_owned()),
+            display_name: Set(None),
+            created_at: Set(long_ago),
+            confirmed_at: Set(None),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .unwrap();
+        verification_tokens::Entity::insert(verification_tokens::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            user_id: Set(id),
+            purpose: Set("account_confirmation".to_owned()),
+            token_hash: Set(format!("{i:064}")),
+            created_at: Set(long_ago),
+            expires_at: Set(long_ago + TimeDelta::days(1)),
+            consumed_at: Set(None),
+            superseded_at: Set(None),
+            signup_id: Set(None),
+            password_hash: Set(None),
+            display_name: Set(None),
+            email: Set(None),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .unwrap();
+    }
+    for i in 0..limits {
+        entity::mail_throttle_clients::Entity::insert(entity::mail_throttle_clients::ActiveModel {
+            email_key: Set(format!("limited{}@example.com", i % 7)),
+            client_key: Set(format!("10.0.{}.0/24", i / 7)),
+            hour_started_at: Set(long_ago),
+            sent_in_hour: Set(1),
+            day_started_at: Set(long_ago),
+            sent_in_day: Set(1),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .unwrap();
+    }
+    txn.commit().await.unwrap();
+
+    let report = admit::services::purge::purge(
+        &app.db,
+        admit::services::purge::Retention {
+            unconfirmed: TimeDelta::days(7),
+            cooldown: TimeDelta::minutes(1),
+            mail: TimeDelta::days(7),
+            session_idle: TimeDelta::days(7),
+        },
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(report.users, stale);
+    assert!(report.throttles >= limits, "{report:?}");
+    assert_eq!(
+        emails(&app).await,
+        ["fresh@example.com", "kept@example.com"]
+    );
+    assert_eq!(
+        verification_tokens::Entity::find()
+            .count(&app.db)
+            .await
+            .unwrap(),
+        2
+    );
+    // Only the two live sign-ups' limits are left.
+    let left = entity::mail_throttle_clients::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|row| !row.email_key.starts_with("limited")));
+}
 
 async fn age_user(app: &TestApp, email_key: &str, by: TimeDelta) {
     let then = Utc::now().fixed_offset() - by;
