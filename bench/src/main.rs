@@ -25,6 +25,11 @@
 //! sink: mails per second, duplicate Message-IDs, admit's peak RSS; lettre's own pooled
 //! transport to the same sink, in the same run, for scale.
 //!
+//! `purge`: `--accounts` never-confirmed accounts a month old (each with an expired link) are
+//! purged while a concurrent writer keeps taking client budgets (one upsert each): how long
+//! the purge took and how long the writer waited at most, which bounds how long any purge
+//! statement held the locks the writer needed (all of SQLite's database).
+//!
 //! `--smoke` makes either of the two last a moment's run, so that CI keeps them working.
 //!
 //! `flood-latency`: the p50/p99 of `confirmAccount` (one client, one request at a time) and
@@ -102,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         "sign-in-timing" => sign_in_timing(&admit, per_class).await,
         "flood-latency" => flood_latency(&admit, Duration::from_secs(seconds)).await,
         "mail-drain" => mail_drain(&admit, database_url.as_deref(), messages).await,
+        "purge" => purge_stale(&admit, database_url.as_deref(), accounts).await,
         "confirm-throughput" => {
             confirm_throughput(
                 &admit,
@@ -113,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         _ => bail!(
-            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--database-url URL] [--smoke] | mail-drain [--messages N] [--database-url URL] [--smoke] | flood-latency [--seconds N]  [--admit PATH]"
+            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--database-url URL] [--smoke] | mail-drain [--messages N] [--database-url URL] [--smoke] | purge [--accounts N] [--database-url URL] | flood-latency [--seconds N]  [--admit PATH]"
         ),
     }
 }
@@ -504,9 +510,18 @@ async fn seed_pending(
     label: &str,
     count: usize,
 ) -> anyhow::Result<Vec<String>> {
+    seed_pending_at(db, label, count, admit::db::now()).await
+}
+
+/// [`seed_pending`] as if the sign-ups had happened at `now`.
+async fn seed_pending_at(
+    db: &sea_orm::DatabaseConnection,
+    label: &str,
+    count: usize,
+    now: sea_orm::prelude::DateTimeWithTimeZone,
+) -> anyhow::Result<Vec<String>> {
     use entity::{users, verification_tokens};
     use sea_orm::{ActiveValue::Set, EntityTrait as _, TransactionTrait as _};
-    let now = admit::db::now();
     let mut tokens = Vec::with_capacity(count);
     let mut start = 0;
     while start < count {
@@ -977,6 +992,100 @@ async fn mail_drain(binary: &Path, database_url: Option<&str>, count: usize) -> 
     );
     if received != count || unique != count {
         bail!("{received} received, {unique} distinct, {count} queued");
+    }
+    Ok(())
+}
+
+/// Seeds `count` stale accounts and purges them while another client keeps writing.
+async fn purge_stale(
+    binary: &Path,
+    database_url: Option<&str>,
+    count: usize,
+) -> anyhow::Result<()> {
+    let mut env = vec![];
+    env.extend(database_url.map(|url| ("DATABASE_URL", url)));
+    let admit = Admit::start(binary, &env).await?;
+    let url = database_url.map_or_else(
+        || {
+            format!(
+                "sqlite://{}?mode=rw",
+                admit._dir.path().join("admit.db").display()
+            )
+        },
+        str::to_owned,
+    );
+    let db = admit::db::connect(&url, Duration::from_secs(30)).await?;
+    let seeding = Instant::now();
+    let month_ago = admit::db::now() - chrono::TimeDelta::days(30);
+    seed_pending_at(&db, "stale", count, month_ago).await?;
+    let seeded = seeding.elapsed();
+    drop(admit);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (db.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut waits = hdrhistogram::Histogram::<u64>::new(3)?;
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let client = admit::domain::ClientNetwork::of(IpAddr::V4(Ipv4Addr::from(
+                    0x0a00_0000 + (n % 65_536) * 256,
+                )));
+                let sent = Instant::now();
+                if admit::services::client_budget::take(&db, client, 1_000_000)
+                    .await?
+                    .is_err()
+                {
+                    bail!("the writer's budget ran out");
+                }
+                waits.record(
+                    u64::try_from(sent.elapsed().as_micros())
+                        .unwrap_or(u64::MAX)
+                        .max(1),
+                )?;
+                n += 1;
+            }
+            anyhow::Ok(waits)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let purging = Instant::now();
+    let report = admit::services::purge::purge(
+        &db,
+        admit::services::purge::Retention {
+            unconfirmed: chrono::TimeDelta::days(7),
+            cooldown: chrono::TimeDelta::minutes(1),
+            mail: chrono::TimeDelta::days(7),
+            session_idle: chrono::TimeDelta::days(7),
+        },
+    )
+    .await?;
+    let purged = purging.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let waits = writer.await??;
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    println!(
+        "| stale accounts | purged in | rows/s | concurrent writes during the purge: p50 / p99 / max |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| {} (+ {} links) | {:.1} s | {:.0} | {} writes: {:.2} / {:.2} / {:.2} ms |",
+        report.users,
+        report.tokens,
+        purged.as_secs_f64(),
+        report.users as f64 / purged.as_secs_f64(),
+        waits.len(),
+        ms(waits.value_at_quantile(0.5)),
+        ms(waits.value_at_quantile(0.99)),
+        ms(waits.max()),
+    );
+    println!(
+        "(seeded in {:.1} s; links go with their accounts, so `tokens` counts only orphans)",
+        seeded.as_secs_f64()
+    );
+    if report.users != count as u64 {
+        bail!("{} of {count} stale accounts purged", report.users);
     }
     Ok(())
 }
