@@ -323,7 +323,9 @@ pub struct AccountSettings {
     pub hash_concurrency: Option<NonZeroUsize>,
 
     /// Sign-ups waiting for a hashing thread before further ones are answered
-    /// `SERVICE_UNAVAILABLE` at once; defaults to 64 per hashing thread.
+    /// `SERVICE_UNAVAILABLE` at once; defaults to 256 per hashing thread (about 5 s of
+    /// hashing). A waiting sign-up costs nothing; a turned-away one that is sent again at once
+    /// costs a request's work each time.
     #[arg(long, env = "ADMIT_HASH_QUEUE")]
     pub hash_queue: Option<NonZeroUsize>,
 
@@ -352,7 +354,7 @@ impl AccountSettings {
     /// Sign-ups that may wait for a hashing thread.
     pub fn hash_queue(&self) -> usize {
         self.hash_queue
-            .map_or(64 * self.hash_concurrency(), NonZeroUsize::get)
+            .map_or(256 * self.hash_concurrency(), NonZeroUsize::get)
     }
 }
 

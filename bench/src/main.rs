@@ -30,6 +30,10 @@
 //! the purge took and how long the writer waited at most, which bounds how long any purge
 //! statement held the locks the writer needed (all of SQLite's database).
 //!
+//! `register-throughput`: accepted `register` calls per second at each `--concurrency`, for
+//! `--seconds` each, against the rate of two threads doing nothing but Argon2id hashes with
+//! admit's parameters, measured in the same run: the bound for a 2-core machine.
+//!
 //! `--smoke` makes either of the two last a moment's run, so that CI keeps them working.
 //!
 //! `flood-latency`: the p50/p99 of `confirmAccount` (one client, one request at a time) and
@@ -108,6 +112,15 @@ async fn main() -> anyhow::Result<()> {
         "flood-latency" => flood_latency(&admit, Duration::from_secs(seconds)).await,
         "mail-drain" => mail_drain(&admit, database_url.as_deref(), messages).await,
         "purge" => purge_stale(&admit, database_url.as_deref(), accounts).await,
+        "register-throughput" => {
+            register_throughput(
+                &admit,
+                database_url.as_deref(),
+                Duration::from_secs(seconds),
+                &concurrency,
+            )
+            .await
+        }
         "confirm-throughput" => {
             confirm_throughput(
                 &admit,
@@ -119,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         _ => bail!(
-            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--database-url URL] [--smoke] | mail-drain [--messages N] [--database-url URL] [--smoke] | purge [--accounts N] [--database-url URL] | flood-latency [--seconds N]  [--admit PATH]"
+            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--database-url URL] [--smoke] | mail-drain [--messages N] [--database-url URL] [--smoke] | purge [--accounts N] [--database-url URL] | register-throughput [--seconds N] [--concurrency N,N] [--database-url URL] | flood-latency [--seconds N]  [--admit PATH]"
         ),
     }
 }
@@ -1087,5 +1100,110 @@ async fn purge_stale(
     if report.users != count as u64 {
         bail!("{} of {count} stale accounts purged", report.users);
     }
+    Ok(())
+}
+
+/// Hashes per second of `threads` threads doing nothing but Argon2id (m = 19 MiB, t = 2, p = 1,
+/// admit's parameters) for `duration`.
+fn hash_rate(threads: usize, duration: Duration) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let argon2 = argon2::Argon2::default();
+                let mut out = [0u8; 32];
+                let mut done = 0u64;
+                while started.elapsed() < duration {
+                    argon2
+                        .hash_password_into(PASSWORD.as_bytes(), b"sixteen byte salt", &mut out)
+                        .map_err(|err| anyhow::anyhow!("argon2: {err}"))?;
+                    done += 1;
+                }
+                anyhow::Ok(done)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for handle in handles {
+        total += handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("a hashing thread panicked"))??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Sign-ups per second at each concurrency, against the two-thread hashing rate.
+async fn register_throughput(
+    binary: &Path,
+    database_url: Option<&str>,
+    duration: Duration,
+    concurrencies: &[usize],
+) -> anyhow::Result<()> {
+    let bound = tokio::task::spawn_blocking(move || hash_rate(2, duration)).await??;
+    let mut env = vec![("ADMIT_IP_RATE_LIMIT", "0")];
+    env.extend(database_url.map(|url| ("DATABASE_URL", url)));
+    let admit = Admit::start(binary, &env).await?;
+    let url = format!("http://{}/graphql", admit.listen);
+    let register = "mutation($input: RegisterInput!) { register(input: $input) { accepted } }";
+    println!(
+        "| concurrency | register: accepted/s | of the two-thread hashing rate ({bound:.1}/s) | p50 / p99 | busy answers | other |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (round, &concurrency) in concurrencies.iter().enumerate() {
+        let deadline = Instant::now() + duration;
+        let started = Instant::now();
+        let workers = (0..concurrency.max(1)).map(|worker| {
+            let (url, register) = (&url, register);
+            async move {
+                let client = reqwest::Client::new();
+                let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
+                let (mut accepted, mut busy, mut other, mut n) = (0u64, 0u64, 0u64, 0u64);
+                while Instant::now() < deadline {
+                    let input = json!({ "input": { "email": format!("r{round}w{worker}n{n}@bench.test"), "password": PASSWORD } });
+                    n += 1;
+                    let sent = Instant::now();
+                    let answer = graphql(&client, url, register, input).await;
+                    match answer {
+                        Ok(body) if body["data"]["register"]["accepted"] == true => {
+                            latencies.record(
+                                u64::try_from(sent.elapsed().as_micros())
+                                    .unwrap_or(u64::MAX)
+                                    .max(1),
+                            )?;
+                            accepted += 1;
+                        }
+                        Ok(body)
+                            if body["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE" =>
+                        {
+                            busy += 1;
+                        }
+                        _ => other += 1,
+                    }
+                }
+                anyhow::Ok((latencies, accepted, busy, other))
+            }
+        });
+        let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
+        let (mut accepted, mut busy, mut other) = (0, 0, 0);
+        for outcome in futures::future::join_all(workers).await {
+            let (worker, a, b, o) = outcome?;
+            latencies.add(&worker)?;
+            (accepted, busy, other) = (accepted + a, busy + b, other + o);
+        }
+        let rate = accepted as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "| {concurrency} | {rate:.1} | {:.0} % | {:.1} / {:.1} ms | {busy} | {other} |",
+            100.0 * rate / bound,
+            latencies.value_at_quantile(0.5) as f64 / 1000.0,
+            latencies.value_at_quantile(0.99) as f64 / 1000.0,
+        );
+        // Let the queue drain and the mail go out before the next round.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    println!(
+        "({} s per round, one client per connection; the bound: two threads hashing for {} s in the benchmark's own process before admit started)",
+        duration.as_secs(),
+        duration.as_secs()
+    );
     Ok(())
 }
