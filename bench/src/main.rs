@@ -34,6 +34,9 @@
 //! `--seconds` each, against the rate of two threads doing nothing but Argon2id hashes with
 //! admit's parameters, measured in the same run: the bound for a 2-core machine.
 //!
+//! `all`: register, confirm, flood, mail and memory in one run, then one summary table of every
+//! figure beside its bound (`--database-url` moves the confirmation part to PostgreSQL).
+//!
 //! `--smoke` makes either of the two last a moment's run, so that CI keeps them working.
 //!
 //! `flood-latency`: the p50/p99 of `confirmAccount` (one client, one request at a time) and
@@ -48,6 +51,7 @@
 //! target/release/admit-bench confirm-throughput --accounts 10000 --confirms 20000 --concurrency 1,16,64
 //! target/release/admit-bench mail-drain --messages 3000
 //! target/release/admit-bench flood-latency --seconds 10
+//! target/release/admit-bench all --database-url postgres://USER@HOST/EMPTY_DATABASE
 //! ```
 
 use std::{
@@ -63,6 +67,18 @@ use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
 };
+
+/// Rows of the summary table `all` prints: what was measured, admit's figure, and the bound or
+/// peer measured in the same run.
+type Summary = Vec<[String; 3]>;
+
+fn row(
+    measure: impl Into<String>,
+    admit: impl Into<String>,
+    bound: impl Into<String>,
+) -> [String; 3] {
+    [measure.into(), admit.into(), bound.into()]
+}
 
 /// Argon2id's memory per hash with admit's parameters (m = 19,456 KiB).
 const ARGON2_KIB: u64 = 19_456;
@@ -105,36 +121,53 @@ async fn main() -> anyhow::Result<()> {
             other => bail!("unknown argument {other:?}"),
         }
     }
-    match scenario.as_str() {
-        "memory" => memory(&admit, signups).await,
-        "resend-timing" => resend_timing(&admit, per_class).await,
-        "sign-in-timing" => sign_in_timing(&admit, per_class).await,
-        "flood-latency" => flood_latency(&admit, Duration::from_secs(seconds)).await,
-        "mail-drain" => mail_drain(&admit, database_url.as_deref(), messages).await,
-        "purge" => purge_stale(&admit, database_url.as_deref(), accounts).await,
-        "register-throughput" => {
-            register_throughput(
-                &admit,
-                database_url.as_deref(),
-                Duration::from_secs(seconds),
-                &concurrency,
-            )
-            .await
+    let db = database_url.as_deref();
+    let run = Duration::from_secs(seconds);
+    let summary = match scenario.as_str() {
+        "memory" => memory(&admit, signups).await?,
+        "resend-timing" => {
+            resend_timing(&admit, per_class).await?;
+            Summary::new()
         }
+        "sign-in-timing" => {
+            sign_in_timing(&admit, per_class).await?;
+            Summary::new()
+        }
+        "purge" => {
+            purge_stale(&admit, db, accounts).await?;
+            Summary::new()
+        }
+        "flood-latency" => flood_latency(&admit, run).await?,
+        "mail-drain" => mail_drain(&admit, db, messages).await?,
+        "register-throughput" => register_throughput(&admit, db, run, &concurrency).await?,
         "confirm-throughput" => {
-            confirm_throughput(
-                &admit,
-                database_url.as_deref(),
-                accounts,
-                confirms,
-                &concurrency,
-            )
-            .await
+            confirm_throughput(&admit, db, accounts, confirms, &concurrency).await?
+        }
+        "all" => {
+            let mut all = register_throughput(&admit, None, run, &[8, 256]).await?;
+            all.extend(confirm_throughput(&admit, db, accounts, confirms, &concurrency).await?);
+            all.extend(flood_latency(&admit, run).await?);
+            all.extend(mail_drain(&admit, None, messages).await?);
+            all.extend(memory(&admit, signups).await?);
+            all
         }
         _ => bail!(
-            "usage: admit-bench memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--database-url URL] [--smoke] | mail-drain [--messages N] [--database-url URL] [--smoke] | purge [--accounts N] [--database-url URL] | register-throughput [--seconds N] [--concurrency N,N] [--database-url URL] | flood-latency [--seconds N]  [--admit PATH]"
+            "usage: admit-bench all [--seconds N] [--accounts N] [--confirms N] [--messages N] [--signups N] [--database-url URL] | memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--database-url URL] [--smoke] | mail-drain [--messages N] [--database-url URL] [--smoke] | purge [--accounts N] [--database-url URL] | register-throughput [--seconds N] [--concurrency N,N] [--database-url URL] | flood-latency [--seconds N]  [--admit PATH]"
         ),
+    };
+    if scenario == "all" {
+        println!();
+        println!("| measure | admit | bound or peer, same run |");
+        println!("|---|---|---|");
+        for [measure, figure, bound] in summary {
+            println!("| {measure} | {figure} | {bound} |");
+        }
+        println!(
+            "(release build, loopback, the load generator on the same cores; confirmAccount on {}, everything else on SQLite)",
+            if db.is_some() { "PostgreSQL" } else { "SQLite" }
+        );
     }
+    Ok(())
 }
 
 /// The binary named `name` beside this one (both are built into the same target directory).
@@ -147,12 +180,15 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 struct Admit {
     child: Child,
     listen: String,
+    /// From spawning the process to its log line saying it listens (migrations done).
+    ready_after: Duration,
     _dir: tempfile::TempDir,
 }
 
 impl Admit {
     async fn start(binary: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        let spawned = Instant::now();
         let mut child = Command::new(binary)
             .current_dir(dir.path())
             .env_clear()
@@ -179,11 +215,13 @@ impl Admit {
                     .to_owned();
             }
         };
+        let ready_after = spawned.elapsed();
         // Keep draining the log so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
             child,
             listen,
+            ready_after,
             _dir: dir,
         })
     }
@@ -213,7 +251,7 @@ impl Admit {
     }
 }
 
-async fn memory(binary: &Path, signups: usize) -> anyhow::Result<()> {
+async fn memory(binary: &Path, signups: usize) -> anyhow::Result<Summary> {
     let admit = Admit::start(binary, &[]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_kib = admit.status_kib("VmRSS:")?;
@@ -293,7 +331,33 @@ async fn memory(binary: &Path, signups: usize) -> anyhow::Result<()> {
         mib(after_kib),
         after_kib as f64 / idle_kib as f64
     );
-    Ok(())
+    println!(
+        "| start to ready (fresh SQLite database) | {:.0} ms |",
+        admit.ready_after.as_secs_f64() * 1000.0
+    );
+    Ok(vec![
+        row(
+            format!("VmHWM, {signups} sign-ups at once"),
+            format!(
+                "{:.1} MiB ({:.2} x the bound)",
+                mib(peak_kib),
+                peak_kib as f64 / bound_kib as f64
+            ),
+            format!(
+                "idle RSS + {workers} hashing threads x 19 MiB: {:.1} MiB",
+                mib(bound_kib)
+            ),
+        ),
+        row(
+            "start to ready / idle RSS (SQLite)",
+            format!(
+                "{:.0} ms / {:.1} MiB",
+                admit.ready_after.as_secs_f64() * 1000.0,
+                mib(idle_kib)
+            ),
+            "",
+        ),
+    ])
 }
 
 /// POSTs one GraphQL request and returns the answer.
@@ -645,7 +709,8 @@ async fn confirm_throughput(
     accounts: usize,
     confirms: usize,
     concurrencies: &[usize],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Summary> {
+    let mut summary = Summary::new();
     let mut env = vec![("ADMIT_IP_RATE_LIMIT", "0")];
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let admit = Admit::start(binary, &env).await?;
@@ -722,6 +787,21 @@ async fn confirm_throughput(
             again.ms(0.5),
             again.ms(0.99),
         );
+        summary.push(row(
+            format!("confirmAccount, concurrency {concurrency}"),
+            format!(
+                "{:.0}/s ({:.0} % of the bound), p50 {:.2} / p99 {:.2} ms",
+                first.per_second(),
+                100.0 * first.per_second() / bound.per_second(),
+                first.ms(0.5),
+                first.ms(0.99)
+            ),
+            format!(
+                "its statements alone: {:.0}/s, p99 {:.2} ms",
+                bound.per_second(),
+                bound.ms(0.99)
+            ),
+        ));
         let errors = bound.errors + first.errors + again.errors;
         if errors > 0 {
             bail!("{errors} confirmations failed");
@@ -732,10 +812,10 @@ async fn confirm_throughput(
         confirms,
         seeding.as_secs_f64(),
     );
-    Ok(())
+    Ok(summary)
 }
 
-async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<()> {
+async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summary> {
     let admit = Admit::start(binary, &[("ADMIT_IP_RATE_LIMIT", "0")]).await?;
     let client = reqwest::Client::new();
     let url = format!("http://{}/graphql", admit.listen);
@@ -830,7 +910,34 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<()> 
         duration.as_secs(),
         accepted as f64 / duration.as_secs_f64()
     );
-    Ok(())
+    Ok(vec![
+        row(
+            "confirmAccount p50 / p99 while 256 sign-ups run",
+            format!(
+                "{:.2} / {:.2} ms",
+                ms(flood_confirm.value_at_quantile(0.5)),
+                ms(flood_confirm.value_at_quantile(0.99))
+            ),
+            format!(
+                "alone: {:.2} / {:.2} ms",
+                ms(calm_confirm.value_at_quantile(0.5)),
+                ms(calm_confirm.value_at_quantile(0.99))
+            ),
+        ),
+        row(
+            "passwordPolicy p50 / p99 while 256 sign-ups run",
+            format!(
+                "{:.2} / {:.2} ms",
+                ms(flood_policy.value_at_quantile(0.5)),
+                ms(flood_policy.value_at_quantile(0.99))
+            ),
+            format!(
+                "alone: {:.2} / {:.2} ms",
+                ms(calm_policy.value_at_quantile(0.5)),
+                ms(calm_policy.value_at_quantile(0.99))
+            ),
+        ),
+    ])
 }
 
 /// What the loopback SMTP sink has taken: each message's Message-ID and when its final `.`
@@ -901,7 +1008,11 @@ const BENCH_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// sign-ups leaves it), times their delivery to the loopback sink, and counts duplicates. For
 /// scale, the same sink also takes 100 messages from lettre's own pooled transport, one at a
 /// time, in the same run.
-async fn mail_drain(binary: &Path, database_url: Option<&str>, count: usize) -> anyhow::Result<()> {
+async fn mail_drain(
+    binary: &Path,
+    database_url: Option<&str>,
+    count: usize,
+) -> anyhow::Result<Summary> {
     use sea_orm::{
         ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _,
         TransactionTrait as _,
@@ -1006,7 +1117,15 @@ async fn mail_drain(binary: &Path, database_url: Option<&str>, count: usize) -> 
     if received != count || unique != count {
         bail!("{received} received, {unique} distinct, {count} queued");
     }
-    Ok(())
+    Ok(vec![row(
+        format!("outbox drain, {count} queued"),
+        format!(
+            "{:.0} mails/s, {} duplicate Message-IDs",
+            received.saturating_sub(1) as f64 / drain.as_secs_f64().max(1e-9),
+            received - unique
+        ),
+        format!("lettre's pooled transport, one at a time: {lettre:.0} mails/s"),
+    )])
 }
 
 /// Seeds `count` stale accounts and purges them while another client keeps writing.
@@ -1138,7 +1257,8 @@ async fn register_throughput(
     database_url: Option<&str>,
     duration: Duration,
     concurrencies: &[usize],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Summary> {
+    let mut summary = Summary::new();
     let bound = tokio::task::spawn_blocking(move || hash_rate(2, duration)).await??;
     let mut env = vec![("ADMIT_IP_RATE_LIMIT", "0")];
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
@@ -1197,6 +1317,14 @@ async fn register_throughput(
             latencies.value_at_quantile(0.5) as f64 / 1000.0,
             latencies.value_at_quantile(0.99) as f64 / 1000.0,
         );
+        summary.push(row(
+            format!("register, concurrency {concurrency}"),
+            format!(
+                "{rate:.1}/s ({:.0} % of the bound), {busy} busy answers",
+                100.0 * rate / bound
+            ),
+            format!("two threads only hashing: {bound:.1}/s"),
+        ));
         // Let the queue drain and the mail go out before the next round.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -1205,5 +1333,5 @@ async fn register_throughput(
         duration.as_secs(),
         duration.as_secs()
     );
-    Ok(())
+    Ok(summary)
 }

@@ -79,6 +79,8 @@
   var change = document.getElementById("change");
   change.addEventListener("submit", function (event) {
     event.preventDefault();
+    // Until the answer: a state left from the last try must not read as this one's outcome.
+    state("pending");
     var current = document.getElementById("current");
     var fresh = document.getElementById("new");
     var changeMessage = document.getElementById("change-message");
@@ -116,6 +118,8 @@
 
   document.getElementById("email-form").addEventListener("submit", function (event) {
     event.preventDefault();
+    // Until the answer: a state left from the last try must not read as this one's outcome.
+    state("pending");
     var newEmail = document.getElementById("new-email");
     var password = document.getElementById("email-password");
     var emailMessage = document.getElementById("email-message");
@@ -150,6 +154,8 @@
 
   document.getElementById("delete-form").addEventListener("submit", function (event) {
     event.preventDefault();
+    // Until the answer: a state left from the last try must not read as this one's outcome.
+    state("pending");
     var password = document.getElementById("delete-password");
     var deleteError = document.getElementById("delete-error");
     deleteError.textContent = "";
