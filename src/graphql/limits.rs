@@ -7,7 +7,7 @@
 //! needs no parser, then one memoized pass over the parsed document that measures what expanding
 //! every spread would give. Only a document within both bounds reaches async-graphql.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::{
     Name, Positioned, Request, Value, Variables,
@@ -77,10 +77,48 @@ impl LimitError {
 /// checks and the execution share one parse. A document that does not parse is left as it is:
 /// async-graphql parses it again, safely now, and answers with the usual syntax error.
 pub fn check_request(request: &mut Request) -> Result<(), LimitError> {
+    check_request_with(request, None)
+}
+
+/// Longest source text whose parsed document is kept in a [`DocumentCache`]: clients' shared
+/// operations are a few hundred bytes, so a cache full of the longest costs 1 MiB at most.
+const CACHED_SOURCE_BYTES: usize = 4096;
+/// Documents a [`DocumentCache`] keeps.
+const CACHED_DOCUMENTS: usize = 256;
+
+/// Parsed documents that passed every bound, by their source text. Front ends send the same
+/// few documents over and over (a landing page sends one), and parsing is most of what
+/// decoding a request costs; a hit skips the scan, the parse and the checks of the document.
+/// Unknown documents evict others by the cache's own policy (S3-FIFO), so a client sending
+/// endless new ones costs at most the parse it would have cost anyway.
+#[derive(Clone)]
+pub struct DocumentCache(Arc<quick_cache::sync::Cache<String, ExecutableDocument>>);
+
+impl Default for DocumentCache {
+    fn default() -> Self {
+        Self(Arc::new(quick_cache::sync::Cache::new(CACHED_DOCUMENTS)))
+    }
+}
+
+/// [`check_request`], reusing and filling `cache` when given.
+pub fn check_request_with(
+    request: &mut Request,
+    cache: Option<&DocumentCache>,
+) -> Result<(), LimitError> {
+    if let Some(document) = cache.and_then(|cache| cache.0.get(&request.query)) {
+        check_variables(&request.variables)?;
+        request.set_parsed_query(document);
+        return Ok(());
+    }
     scan_source(&request.query)?;
     check_variables(&request.variables)?;
     if let Ok(document) = parse_query(&request.query) {
         check_document(&document)?;
+        if let Some(cache) = cache
+            && request.query.len() <= CACHED_SOURCE_BYTES
+        {
+            cache.0.insert(request.query.clone(), document.clone());
+        }
         request.set_parsed_query(document);
     }
     Ok(())
@@ -367,6 +405,55 @@ mod tests {
             check_variables(&variables),
             Err(LimitError::VariablesTooDeep)
         );
+    }
+
+    #[test]
+    fn cached_documents_serve_their_own_source_only_and_variables_are_still_checked() {
+        let cache = DocumentCache::default();
+        let source = "query P { passwordPolicy { minLength } }";
+        for _ in 0..3 {
+            let mut request = Request::new(source);
+            check_request_with(&mut request, Some(&cache)).unwrap();
+            let document = request.parsed_query().unwrap();
+            assert!(
+                document
+                    .operations
+                    .iter()
+                    .any(|(name, _)| name.is_some_and(|n| n == "P"))
+            );
+        }
+        assert_eq!(cache.0.len(), 1);
+        // Another source is parsed on its own, never served the cached one.
+        let mut other = Request::new("query Q { passwordPolicy { maxLength } }");
+        check_request_with(&mut other, Some(&cache)).unwrap();
+        let names: Vec<String> = other
+            .parsed_query()
+            .unwrap()
+            .operations
+            .iter()
+            .filter_map(|(name, _)| name.map(|n| n.to_string()))
+            .collect();
+        assert_eq!(names, ["Q"]);
+        // A hit still checks the request's own variables.
+        let mut value = serde_json::json!(1);
+        for _ in 0..MAX_NESTING + 1 {
+            value = serde_json::json!([value]);
+        }
+        let mut deep =
+            Request::new(source).variables(Variables::from_json(serde_json::json!({ "x": value })));
+        assert_eq!(
+            check_request_with(&mut deep, Some(&cache)),
+            Err(LimitError::VariablesTooDeep)
+        );
+        // What fails a bound, and what is too long to keep, is not kept.
+        let mut too_deep = Request::new(nested_list(MAX_NESTING + 1));
+        assert!(check_request_with(&mut too_deep, Some(&cache)).is_err());
+        let long = format!(
+            "query L {{ passwordPolicy {{ minLength }} }} # {}",
+            "x".repeat(5000)
+        );
+        check_request_with(&mut Request::new(long), Some(&cache)).unwrap();
+        assert_eq!(cache.0.len(), 2);
     }
 
     #[test]

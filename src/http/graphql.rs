@@ -18,7 +18,10 @@ use axum::{
 use serde_json::json;
 
 use super::{HttpState, REQUEST_ID, client::Client};
-use crate::graphql::{CostlyBudget, RequestId, RequestSession, limits};
+use crate::graphql::{
+    CostlyBudget, RequestId, RequestSession,
+    limits::{self, DocumentCache},
+};
 
 /// Most operations one batched request may carry.
 pub const MAX_BATCH: usize = 10;
@@ -86,7 +89,7 @@ pub(super) async fn get(
     if http.ide && is_ide && accepts(&headers, "text/html") {
         return super::pages::graphiql();
     }
-    let mut request = match decode_get(raw) {
+    let mut request = match decode_get(raw, Some(&http.documents)) {
         Ok(request) => request,
         Err(refusal) => return refusal.into_response(),
     };
@@ -125,24 +128,32 @@ pub(super) async fn post(
             None,
         );
     }
-    match decode_post(&body) {
+    match decode_post(&body, Some(&http.documents)) {
         Ok(batch) => execute(&http, client, &headers, true, batch).await,
         Err(refusal) => refusal.into_response(),
     }
 }
 
-/// The request a GET's query string carries, within every limit and parsed; what the endpoint
-/// does before execution, with no database involved (the fuzz target drives it).
-pub fn decode_get(query_string: &str) -> Result<Request, Refusal> {
+/// The request a GET's query string carries, within every limit and parsed (from `documents`
+/// when it holds the document); what the endpoint does before execution, with no database
+/// involved (the fuzz target drives it).
+pub fn decode_get(
+    query_string: &str,
+    documents: Option<&DocumentCache>,
+) -> Result<Request, Refusal> {
     let mut request = GetParams::parse(query_string)
         .and_then(GetParams::into_request)
         .map_err(Refusal::bad_request)?;
-    limits::check_request(&mut request)?;
+    limits::check_request_with(&mut request, documents)?;
     Ok(request)
 }
 
-/// The request or batch a POST's JSON body carries, within every limit and parsed.
-pub fn decode_post(body: &[u8]) -> Result<BatchRequest, Refusal> {
+/// The request or batch a POST's JSON body carries, within every limit and parsed (from
+/// `documents` when it holds the document).
+pub fn decode_post(
+    body: &[u8],
+    documents: Option<&DocumentCache>,
+) -> Result<BatchRequest, Refusal> {
     let mut batch: BatchRequest = serde_json::from_slice(body).map_err(|err| {
         Refusal::bad_request(format!("The body is not a GraphQL request in JSON: {err}"))
     })?;
@@ -153,7 +164,7 @@ pub fn decode_post(body: &[u8]) -> Result<BatchRequest, Refusal> {
         )));
     }
     for request in batch.iter_mut() {
-        limits::check_request(request)?;
+        limits::check_request_with(request, documents)?;
     }
     Ok(batch)
 }

@@ -59,6 +59,8 @@ struct HttpState {
     readiness: Readiness,
     ide: bool,
     cookies: Arc<session::CookiePolicy>,
+    /// Parsed documents, shared by every request.
+    documents: crate::graphql::limits::DocumentCache,
 }
 
 /// Whether the process should be sent new work: false once shutdown has begun, so that a
@@ -100,6 +102,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         cookie_origins,
     ));
     let http = HttpState {
+        documents: crate::graphql::limits::DocumentCache::default(),
         ide,
         cookies,
         trusted_proxies: state.http.trusted_proxies.clone().into(),
