@@ -49,7 +49,7 @@ pub struct Retention {
 /// Rows one purge statement deletes at most. Each batch is its own statement (its own
 /// transaction), so that a purge of a million stale rows never holds SQLite's write lock, or
 /// PostgreSQL's locks, for more than a moment: sign-ups and confirmations go on between batches.
-const BATCH: u64 = 500;
+const BATCH: u64 = 250;
 
 /// Deletes the rows of `E` matching `stale`, [`BATCH`] at a time, found by the primary key
 /// `key` (every filter used here has an index, so finding a batch is cheap too).
