@@ -21,6 +21,7 @@ on_both_backends!(
     sigterm_answers_the_requests_in_flight_before_exiting,
     after_kill_9_mid_burst_every_accepted_registration_gets_its_email,
     three_thousand_queued_messages_are_each_delivered_once,
+    a_server_without_starttls_gets_no_mail_when_tls_is_required,
 );
 
 /// Polls (bounded) until `done` holds for the outbox rows.
@@ -79,6 +80,26 @@ async fn three_thousand_queued_messages_are_each_delivered_once(backend: Backend
         rows.iter()
             .all(|row| row.attempts == 1 && row.text_body.is_none())
     );
+}
+
+async fn a_server_without_starttls_gets_no_mail_when_tls_is_required(backend: Backend) {
+    // The test server offers no STARTTLS: a message must wait, never go out in clear.
+    let plain = SmtpServer::start().await;
+    let app =
+        TestApp::spawn_with_smtp_url(backend, format!("{}?tls=required", plain.url()), &[]).await;
+    assert_eq!(
+        app.register("secret@example.com", PASSWORD, None).await["accepted"],
+        true
+    );
+
+    let rows = wait_for_outbox(&app.db, "a failed attempt", |rows| {
+        rows.iter().any(|row| row.attempts >= 1)
+    })
+    .await;
+    let error = rows[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("STARTTLS"), "{error}");
+    assert!(rows[0].sent_at.is_none());
+    assert!(plain.received().is_empty());
 }
 
 fn by_recipient(mails: &[ReceivedMail]) -> HashMap<String, Vec<String>> {
