@@ -239,6 +239,19 @@ impl Admit {
             .context("not a number")
     }
 
+    /// `given` (the PostgreSQL database admit was started on), else admit's own SQLite file.
+    fn database_url(&self, given: Option<&str>) -> String {
+        given.map_or_else(
+            || {
+                format!(
+                    "sqlite://{}?mode=rw",
+                    self._dir.path().join("admit.db").display()
+                )
+            },
+            str::to_owned,
+        )
+    }
+
     /// CPU time admit has used so far, user and system (from /proc/PID/stat).
     fn cpu_time(&self) -> anyhow::Result<Duration> {
         let pid = self.child.id().context("admit exited")?;
@@ -374,6 +387,13 @@ async fn memory(binary: &Path, signups: usize) -> anyhow::Result<Summary> {
             "",
         ),
     ])
+}
+
+/// Microseconds since `sent`, at least 1 (what the histograms record).
+fn micros_since(sent: Instant) -> u64 {
+    u64::try_from(sent.elapsed().as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// POSTs one GraphQL request and returns the answer.
@@ -701,8 +721,7 @@ where
             {
                 let sent = Instant::now();
                 let done = operation(token.clone()).await;
-                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                latencies.record(micros.max(1))?;
+                latencies.record(micros_since(sent))?;
                 errors += u64::from(!done);
             }
             anyhow::Ok((latencies, errors))
@@ -733,15 +752,7 @@ async fn confirm_throughput(
     let mut env = vec![("ADMIT_IP_RATE_LIMIT", "0")];
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let admit = Admit::start(binary, &env).await?;
-    let url = database_url.map_or_else(
-        || {
-            format!(
-                "sqlite://{}?mode=rw",
-                admit._dir.path().join("admit.db").display()
-            )
-        },
-        str::to_owned,
-    );
+    let url = admit.database_url(database_url);
     // The same pool settings as admit's own, for the bound.
     let db = admit::db::connect(&url, Duration::from_secs(5)).await?;
     let seeding = Instant::now();
@@ -881,21 +892,13 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
                 json!({ "token": tokens[i % tokens.len()] }),
             )
             .await?;
-            confirms.record(
-                u64::try_from(sent.elapsed().as_micros())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            )?;
+            confirms.record(micros_since(sent))?;
             if answer["data"]["confirmAccount"]["user"]["confirmed"] != true {
                 bail!("confirmation failed: {answer}");
             }
             let sent = Instant::now();
             graphql(&client, &url, policy, json!({})).await?;
-            policies.record(
-                u64::try_from(sent.elapsed().as_micros())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            )?;
+            policies.record(micros_since(sent))?;
             i += 1;
         }
         anyhow::Ok((confirms, policies))
@@ -928,54 +931,33 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
         signups += answered;
         accepted += taken;
     }
-    let ms = |micros: u64| micros as f64 / 1000.0;
+    let p50_p99 = |histogram: &hdrhistogram::Histogram<u64>| {
+        format!(
+            "{:.2} / {:.2} ms",
+            histogram.value_at_quantile(0.5) as f64 / 1000.0,
+            histogram.value_at_quantile(0.99) as f64 / 1000.0
+        )
+    };
+    let mut summary = Summary::new();
     println!("| operation | p50 / p99 alone | p50 / p99 during 256 sign-ups in flight |");
     println!("|---|---|---|");
     for (name, calm, flood) in [
         ("confirmAccount", &calm_confirm, &flood_confirm),
         ("passwordPolicy", &calm_policy, &flood_policy),
     ] {
-        println!(
-            "| {name} | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
-            ms(calm.value_at_quantile(0.5)),
-            ms(calm.value_at_quantile(0.99)),
-            ms(flood.value_at_quantile(0.5)),
-            ms(flood.value_at_quantile(0.99)),
-        );
+        println!("| {name} | {} | {} |", p50_p99(calm), p50_p99(flood));
+        summary.push(row(
+            format!("{name} p50 / p99 while 256 sign-ups run"),
+            p50_p99(flood),
+            format!("alone: {}", p50_p99(calm)),
+        ));
     }
     println!(
         "({} s each; during the flood {signups} sign-ups were answered, {accepted} accepted: {:.1}/s)",
         duration.as_secs(),
         accepted as f64 / duration.as_secs_f64()
     );
-    Ok(vec![
-        row(
-            "confirmAccount p50 / p99 while 256 sign-ups run",
-            format!(
-                "{:.2} / {:.2} ms",
-                ms(flood_confirm.value_at_quantile(0.5)),
-                ms(flood_confirm.value_at_quantile(0.99))
-            ),
-            format!(
-                "alone: {:.2} / {:.2} ms",
-                ms(calm_confirm.value_at_quantile(0.5)),
-                ms(calm_confirm.value_at_quantile(0.99))
-            ),
-        ),
-        row(
-            "passwordPolicy p50 / p99 while 256 sign-ups run",
-            format!(
-                "{:.2} / {:.2} ms",
-                ms(flood_policy.value_at_quantile(0.5)),
-                ms(flood_policy.value_at_quantile(0.99))
-            ),
-            format!(
-                "alone: {:.2} / {:.2} ms",
-                ms(calm_policy.value_at_quantile(0.5)),
-                ms(calm_policy.value_at_quantile(0.99))
-            ),
-        ),
-    ])
+    Ok(summary)
 }
 
 /// What the loopback SMTP sink has taken: each message's Message-ID and when its final `.`
@@ -1064,15 +1046,7 @@ async fn mail_drain(
     ];
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let admit = Admit::start(binary, &env).await?;
-    let url = database_url.map_or_else(
-        || {
-            format!(
-                "sqlite://{}?mode=rw",
-                admit._dir.path().join("admit.db").display()
-            )
-        },
-        str::to_owned,
-    );
+    let url = admit.database_url(database_url);
     let db = admit::db::connect(&url, Duration::from_secs(5)).await?;
     let keys = admit::secrets::SecretKeys::parse(BENCH_KEY)?;
     let queuing = Instant::now();
@@ -1175,15 +1149,7 @@ async fn purge_stale(
     let mut env = vec![];
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let admit = Admit::start(binary, &env).await?;
-    let url = database_url.map_or_else(
-        || {
-            format!(
-                "sqlite://{}?mode=rw",
-                admit._dir.path().join("admit.db").display()
-            )
-        },
-        str::to_owned,
-    );
+    let url = admit.database_url(database_url);
     let db = admit::db::connect(&url, Duration::from_secs(30)).await?;
     let seeding = Instant::now();
     let month_ago = admit::db::now() - chrono::TimeDelta::days(30);
@@ -1208,11 +1174,7 @@ async fn purge_stale(
                 {
                     bail!("the writer's budget ran out");
                 }
-                waits.record(
-                    u64::try_from(sent.elapsed().as_micros())
-                        .unwrap_or(u64::MAX)
-                        .max(1),
-                )?;
+                waits.record(micros_since(sent))?;
                 n += 1;
             }
             anyhow::Ok(waits)
@@ -1324,9 +1286,7 @@ async fn register_throughput(
                     match answer {
                         Ok(body) if body["data"]["register"]["accepted"] == true => {
                             latencies.record(
-                                u64::try_from(sent.elapsed().as_micros())
-                                    .unwrap_or(u64::MAX)
-                                    .max(1),
+                                micros_since(sent),
                             )?;
                             accepted += 1;
                         }

@@ -328,15 +328,19 @@ mod tests {
     use super::*;
     use crate::domain::PasswordPolicy;
 
-    #[tokio::test]
-    async fn hashes_from_reused_memory_verify_and_differ_by_salt() {
-        let hasher = PasswordHasher::new(1, 4).unwrap();
-        let password = Password::parse(
+    fn password() -> Password {
+        Password::parse(
             "correct horse battery staple",
             PasswordPolicy::default(),
             &[],
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashes_from_reused_memory_verify_and_differ_by_salt() {
+        let hasher = PasswordHasher::new(1, 4).unwrap();
+        let password = password();
         let first = hasher.hash(password.clone()).await.unwrap();
         let second = hasher.hash(password).await.unwrap();
         assert_ne!(first, second);
@@ -415,12 +419,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_answers_busy_at_once() {
         let hasher = PasswordHasher::new(1, 1).unwrap();
-        let password = Password::parse(
-            "correct horse battery staple",
-            PasswordPolicy::default(),
-            &[],
-        )
-        .unwrap();
+        let password = password();
         let pending: Vec<_> = (0..8)
             .map(|_| {
                 let hasher = hasher.clone();
@@ -446,12 +445,7 @@ mod tests {
     #[tokio::test]
     async fn hashing_threads_run_in_the_idle_scheduling_class() {
         let hasher = PasswordHasher::new(1, 1).unwrap();
-        let password = Password::parse(
-            "correct horse battery staple",
-            PasswordPolicy::default(),
-            &[],
-        )
-        .unwrap();
+        let password = password();
         // Once a hash is back, its thread has set its class.
         hasher.hash(password).await.unwrap();
         let mut hashing = 0;

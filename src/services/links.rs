@@ -6,7 +6,7 @@ use chrono::TimeDelta;
 use entity::verification_tokens;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    sea_query::Expr,
+    UpdateMany, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -54,14 +54,9 @@ pub(super) async fn issue(
     Ok(token)
 }
 
-/// Marks the account's unused links of `purpose` (but `except`) superseded.
-pub(super) async fn supersede(
-    txn: &DatabaseTransaction,
-    user_id: Uuid,
-    purpose: &str,
-    except: Option<Uuid>,
-) -> Result<(), DbErr> {
-    let mut update = verification_tokens::Entity::update_many()
+/// An update that marks the account's unused links of `purpose` superseded; callers narrow it.
+fn supersede_pending(user_id: Uuid, purpose: &str) -> UpdateMany<verification_tokens::Entity> {
+    verification_tokens::Entity::update_many()
         .col_expr(
             verification_tokens::Column::SupersededAt,
             Expr::value(now()),
@@ -69,7 +64,17 @@ pub(super) async fn supersede(
         .filter(verification_tokens::Column::UserId.eq(user_id))
         .filter(verification_tokens::Column::Purpose.eq(purpose))
         .filter(verification_tokens::Column::ConsumedAt.is_null())
-        .filter(verification_tokens::Column::SupersededAt.is_null());
+        .filter(verification_tokens::Column::SupersededAt.is_null())
+}
+
+/// Marks the account's unused links of `purpose` (but `except`) superseded.
+pub(super) async fn supersede(
+    txn: &DatabaseTransaction,
+    user_id: Uuid,
+    purpose: &str,
+    except: Option<Uuid>,
+) -> Result<(), DbErr> {
+    let mut update = supersede_pending(user_id, purpose);
     if let Some(except) = except {
         update = update.filter(verification_tokens::Column::Id.ne(except));
     }
@@ -84,15 +89,7 @@ pub(super) async fn supersede_newer(
     purpose: &str,
     than: &verification_tokens::Model,
 ) -> Result<(), DbErr> {
-    verification_tokens::Entity::update_many()
-        .col_expr(
-            verification_tokens::Column::SupersededAt,
-            Expr::value(now()),
-        )
-        .filter(verification_tokens::Column::UserId.eq(user_id))
-        .filter(verification_tokens::Column::Purpose.eq(purpose))
-        .filter(verification_tokens::Column::ConsumedAt.is_null())
-        .filter(verification_tokens::Column::SupersededAt.is_null())
+    supersede_pending(user_id, purpose)
         .filter(verification_tokens::Column::CreatedAt.gte(than.created_at))
         .filter(verification_tokens::Column::Id.ne(than.id))
         .exec(txn)

@@ -4,8 +4,6 @@
   var account = document.getElementById("account");
   var list = document.getElementById("sessions");
 
-  function state(name) { document.body.setAttribute("data-state", name); }
-
   function when(iso) {
     return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
   }
@@ -14,12 +12,12 @@
     account.hidden = true;
     message.textContent = text;
     document.getElementById("signin-link").hidden = false;
-    state("signed-out");
+    setPageState("signed-out");
   }
 
   function failed() {
     message.textContent = "We could not reach the server. Check your connection and reload the page.";
-    state("error");
+    setPageState("error");
   }
 
   function device(session) {
@@ -71,7 +69,7 @@
         viewer.sessions.forEach(function (session) { list.appendChild(device(session)); });
         message.textContent = "Signed in as " + viewer.user.email + ".";
         account.hidden = false;
-        state("signed-in");
+        setPageState("signed-in");
       })
       .catch(failed);
   }
@@ -80,7 +78,7 @@
   change.addEventListener("submit", function (event) {
     event.preventDefault();
     // Until the answer: a state left from the last try must not read as this one's outcome.
-    state("pending");
+    setPageState("pending");
     var current = document.getElementById("current");
     var fresh = document.getElementById("new");
     var changeMessage = document.getElementById("change-message");
@@ -95,7 +93,7 @@
           changeMessage.className = "good";
           changeMessage.textContent = "Your password is changed. Every other device was signed out.";
           load();
-          state("password-changed");
+          setPageState("password-changed");
           return;
         }
         var error = payload.userErrors[0] || { field: null, message: "That did not work." };
@@ -111,7 +109,7 @@
           changeMessage.className = "error";
           changeMessage.textContent = text;
         }
-        state("password-refused");
+        setPageState("password-refused");
       })
       .catch(failed);
   });
@@ -119,7 +117,7 @@
   document.getElementById("email-form").addEventListener("submit", function (event) {
     event.preventDefault();
     // Until the answer: a state left from the last try must not read as this one's outcome.
-    state("pending");
+    setPageState("pending");
     var newEmail = document.getElementById("new-email");
     var password = document.getElementById("email-password");
     var emailMessage = document.getElementById("email-message");
@@ -132,7 +130,7 @@
           password.value = "";
           emailMessage.className = "good";
           emailMessage.textContent = "Check " + newEmail.value.trim() + " for a link: your address changes when you open it.";
-          state("email-requested");
+          setPageState("email-requested");
           return;
         }
         var error = payload.userErrors[0] || { field: null, message: "That did not work." };
@@ -147,7 +145,7 @@
           emailMessage.className = "error";
           emailMessage.textContent = text;
         }
-        state("email-refused");
+        setPageState("email-refused");
       })
       .catch(failed);
   });
@@ -155,7 +153,7 @@
   document.getElementById("delete-form").addEventListener("submit", function (event) {
     event.preventDefault();
     // Until the answer: a state left from the last try must not read as this one's outcome.
-    state("pending");
+    setPageState("pending");
     var password = document.getElementById("delete-password");
     var deleteError = document.getElementById("delete-error");
     deleteError.textContent = "";
@@ -164,14 +162,14 @@
         var payload = body.data.deleteAccount;
         if (payload.deleted) {
           signedOut("Your account is deleted. We sent a last email to confirm it.");
-          state("deleted");
+          setPageState("deleted");
           return;
         }
         var error = payload.userErrors[0] || { message: "That did not work." };
         deleteError.textContent = error.code === "RATE_LIMITED"
           ? "Too many wrong passwords. Please wait " + payload.retryAfterSeconds + " seconds."
           : error.message;
-        state("delete-refused");
+        setPageState("delete-refused");
       })
       .catch(failed);
   });

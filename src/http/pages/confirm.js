@@ -6,10 +6,10 @@
   var resendEmail = document.getElementById("resend-email");
   var resendError = document.getElementById("resend-error");
   var resendButton = document.getElementById("resend-submit");
-  var token = new URLSearchParams(window.location.hash.slice(1)).get("token");
+  var token = linkToken();
 
   function show(state, text, tone) {
-    document.body.setAttribute("data-state", state);
+    setPageState(state);
     message.textContent = text;
     message.className = tone || "";
   }
@@ -74,17 +74,17 @@
         }
         var error = payload.userErrors[0] || { code: "", message: "Please try again." };
         if (error.code === "RATE_LIMITED") {
-          document.body.setAttribute("data-state", "rate-limited");
+          setPageState("rate-limited");
           resendError.textContent = "An email was sent to this address very recently. " +
             "Please wait " + payload.retryAfterSeconds + " seconds before asking again.";
         } else {
-          document.body.setAttribute("data-state", "resend-invalid");
+          setPageState("resend-invalid");
           resendError.textContent = error.message;
         }
       })
       .catch(function () {
         resendButton.disabled = false;
-        document.body.setAttribute("data-state", "error");
+        setPageState("error");
         resendError.textContent = "We could not reach the server. Check your connection and try again.";
       });
   });

@@ -7,10 +7,10 @@
   var revert = kind === "revert";
   var message = document.getElementById("message");
   var button = document.getElementById("act");
-  var token = new URLSearchParams(window.location.hash.slice(1)).get("token");
+  var token = linkToken();
 
   function show(state, text, tone) {
-    document.body.setAttribute("data-state", state);
+    setPageState(state);
     message.textContent = text;
     message.className = tone || "";
   }

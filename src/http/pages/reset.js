@@ -11,11 +11,11 @@
   var again = document.getElementById("again");
   var againEmail = document.getElementById("again-email");
   var againMessage = document.getElementById("again-message");
-  var token = new URLSearchParams(window.location.hash.slice(1)).get("token");
+  var token = linkToken();
   var policy = null;
 
   function show(state, text, tone) {
-    document.body.setAttribute("data-state", state);
+    setPageState(state);
     message.textContent = text;
     message.className = tone || "";
   }

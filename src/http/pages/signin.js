@@ -9,8 +9,6 @@
   var resend = document.getElementById("resend");
   var resendMessage = document.getElementById("resend-message");
 
-  function state(name) { document.body.setAttribute("data-state", name); }
-
   function offerResend() {
     resend.hidden = false;
     resendMessage.textContent = "";
@@ -35,17 +33,17 @@
         if (payload.accepted) {
           resendMessage.className = "good";
           resendMessage.textContent = "If this address has an account waiting for confirmation, a new link is on its way.";
-          state("resent");
+          setPageState("resent");
         } else {
           resendMessage.className = "error";
           resendMessage.textContent = payload.userErrors[0] ? payload.userErrors[0].message : "That did not work.";
-          state("resend-refused");
+          setPageState("resend-refused");
         }
       })
       .catch(function () {
         resendMessage.className = "error";
         resendMessage.textContent = "We could not reach the server. Check your connection and try again.";
-        state("error");
+        setPageState("error");
       });
   });
 
@@ -69,17 +67,17 @@
         if (payload.accepted) {
           forgotMessage.className = "good";
           forgotMessage.textContent = "If this address has an account, a link to choose a new password is on its way.";
-          state("reset-requested");
+          setPageState("reset-requested");
         } else {
           forgotMessage.className = "error";
           forgotMessage.textContent = payload.userErrors[0] ? payload.userErrors[0].message : "That did not work.";
-          state("reset-refused");
+          setPageState("reset-refused");
         }
       })
       .catch(function () {
         forgotMessage.className = "error";
         forgotMessage.textContent = "We could not reach the server. Check your connection and try again.";
-        state("error");
+        setPageState("error");
       });
   });
 
@@ -89,14 +87,14 @@
     formError.textContent = "";
     email.removeAttribute("aria-invalid");
     submit.disabled = true;
-    state("submitting");
+    setPageState("submitting");
     callAdmit("SignIn", { input: { email: email.value, password: password.value, delivery: "COOKIE" } })
       .then(function (body) {
         var payload = body && body.data && body.data.signIn;
         if (!payload) { throw new Error("no payload"); }
         submit.disabled = false;
         if (payload.user) {
-          state("signed-in");
+          setPageState("signed-in");
           window.location.assign("account");
           return;
         }
@@ -105,29 +103,29 @@
           emailError.textContent = error.message;
           email.setAttribute("aria-invalid", "true");
           email.focus();
-          state("invalid");
+          setPageState("invalid");
         } else if (error.code === "INVALID_CREDENTIALS") {
           formError.textContent = "That email address and password do not match an account. Check both and try again.";
           password.value = "";
           password.focus();
-          state("invalid-credentials");
+          setPageState("invalid-credentials");
         } else if (error.code === "EMAIL_NOT_CONFIRMED") {
           formError.textContent = "Your password is right, but your email address is not confirmed yet.";
           offerResend();
-          state("not-confirmed");
+          setPageState("not-confirmed");
         } else if (error.code === "RATE_LIMITED") {
           formError.textContent = "Too many attempts. Please wait " + payload.retryAfterSeconds +
             " second" + (payload.retryAfterSeconds === 1 ? "" : "s") + " before trying again.";
-          state("rate-limited");
+          setPageState("rate-limited");
         } else {
           formError.textContent = error.message;
-          state("invalid");
+          setPageState("invalid");
         }
       })
       .catch(function () {
         submit.disabled = false;
         formError.textContent = "We could not reach the server. Check your connection and try again.";
-        state("error");
+        setPageState("error");
       });
   });
 })();

@@ -42,11 +42,11 @@
     .then(function (body) {
       policy = body.data.passwordPolicy;
       updateHint();
-      document.body.setAttribute("data-state", "ready");
+      setPageState("ready");
     })
     .catch(function () {
       hint.textContent = "";
-      document.body.setAttribute("data-state", "ready");
+      setPageState("ready");
     });
   input("password").addEventListener("input", updateHint);
 
@@ -54,7 +54,7 @@
     event.preventDefault();
     clearErrors();
     submit.disabled = true;
-    document.body.setAttribute("data-state", "submitting");
+    setPageState("submitting");
     var email = input("email").value;
     var displayName = input("displayName").value;
     callAdmit("Register",
@@ -68,7 +68,7 @@
           document.getElementById("sent").hidden = false;
           document.getElementById("sent-message").textContent = "Check your inbox: we sent a link to " +
             email.trim() + ". Open it to activate your account.";
-          document.body.setAttribute("data-state", "sent");
+          setPageState("sent");
           return;
         }
         payload.userErrors.forEach(function (error) {
@@ -85,12 +85,12 @@
         });
         var first = payload.userErrors[0] && payload.userErrors[0].field;
         if (first) { input(first[first.length - 1]).focus(); }
-        document.body.setAttribute("data-state", "invalid");
+        setPageState("invalid");
       })
       .catch(function () {
         submit.disabled = false;
         formError.textContent = "We could not reach the server. Check your connection and try again.";
-        document.body.setAttribute("data-state", "error");
+        setPageState("error");
       });
   });
 })();
