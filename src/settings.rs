@@ -515,6 +515,8 @@ mod tests {
             &["--resend-daily-limit", "0"],
             &["--purge-interval", "0s"],
             &["--unconfirmed-ttl", "forever"],
+            &["--smtp-connections", "0"],
+            &["--smtp-connections", "65"],
         ] {
             let err = serve(args).expect_err("out of range");
             assert_eq!(
