@@ -24,7 +24,13 @@ use sea_orm::{
 /// A SQLite file is created readable by its owner only (SQLite gives its `-wal` and `-shm`
 /// files the same mode), an existing one is made so, and deleted content is overwritten
 /// (`secure_delete`) rather than left in free pages.
-pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection, DbErr> {
+///
+/// At most `connections` are open at once.
+pub async fn connect(
+    url: &str,
+    timeout: Duration,
+    connections: u32,
+) -> Result<DatabaseConnection, DbErr> {
     if let Some(file) = sqlite_file(url) {
         make_private(&file)
             .map_err(|err| DbErr::Custom(format!("cannot secure {}: {err}", file.display())))?;
@@ -36,6 +42,7 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<DatabaseConnection,
         // A ping on every checkout was a round trip per request; a connection that sat idle
         // long enough for a server, proxy or firewall to drop it is still checked first.
         .test_before_acquire_if_idle_for(Duration::from_secs(30))
+        .max_connections(connections)
         .acquire_timeout(timeout)
         .connect_timeout(timeout)
         .map_sqlx_sqlite_opts(move |opts| {
@@ -87,8 +94,12 @@ fn make_private(file: &Path) -> std::io::Result<()> {
 
 /// Connects to `url` (see [`connect`]) and applies pending migrations: what every command
 /// starts with.
-pub async fn open(url: &SecretString, timeout: Duration) -> anyhow::Result<DatabaseConnection> {
-    let database = connect(url.expose_secret(), timeout).await?;
+pub async fn open(
+    url: &SecretString,
+    timeout: Duration,
+    connections: u32,
+) -> anyhow::Result<DatabaseConnection> {
+    let database = connect(url.expose_secret(), timeout, connections).await?;
     migrate(&database).await.context("migrations failed")?;
     Ok(database)
 }

@@ -108,6 +108,11 @@ pub struct DatabaseSettings {
     /// request's work. Past it the request answers `SERVICE_UNAVAILABLE`.
     #[arg(long = "db-timeout", env = "ADMIT_DB_TIMEOUT", default_value = "5s", value_parser = timeout)]
     pub timeout: Duration,
+
+    /// Most connections the pool opens. Each request holds one only while its statements run;
+    /// PostgreSQL's `max_connections` must leave room for every instance's pool.
+    #[arg(long = "db-connections", env = "ADMIT_DB_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub connections: u32,
 }
 
 impl DatabaseSettings {
@@ -517,6 +522,8 @@ mod tests {
             &["--unconfirmed-ttl", "forever"],
             &["--smtp-connections", "0"],
             &["--smtp-connections", "65"],
+            &["--db-connections", "0"],
+            &["--db-connections", "1001"],
         ] {
             let err = serve(args).expect_err("out of range");
             assert_eq!(

@@ -255,7 +255,7 @@ impl Application {
 /// Connects to the database and applies pending migrations; errors name the database with
 /// its password hidden.
 pub async fn open_database(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
-    db::open(&settings.url, settings.timeout)
+    db::open(&settings.url, settings.timeout, settings.connections)
         .await
         .with_context(|| format!("cannot open the database {}", settings.for_log()))
 }

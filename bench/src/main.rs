@@ -95,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
     let mut seconds = 10u64;
     let mut concurrency = vec![1usize, 16, 64];
     let mut database_url: Option<String> = None;
+    let mut pool = 10u32;
     let mut admit = sibling("admit")?;
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -113,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
                     .map(str::parse)
                     .collect::<Result<_, _>>()?;
             }
+            "--db-connections" => pool = args.next().context("--db-connections N")?.parse()?,
             "--database-url" => database_url = Some(args.next().context("--database-url URL")?),
             "--smoke" => {
                 (accounts, confirms, seconds, concurrency, messages) =
@@ -141,18 +143,20 @@ async fn main() -> anyhow::Result<()> {
         "mail-drain" => mail_drain(&admit, db, messages).await?,
         "register-throughput" => register_throughput(&admit, db, run, &concurrency).await?,
         "confirm-throughput" => {
-            confirm_throughput(&admit, db, accounts, confirms, &concurrency).await?
+            confirm_throughput(&admit, db, accounts, confirms, &concurrency, pool).await?
         }
         "all" => {
             let mut all = register_throughput(&admit, None, run, &[8, 256]).await?;
-            all.extend(confirm_throughput(&admit, db, accounts, confirms, &concurrency).await?);
+            all.extend(
+                confirm_throughput(&admit, db, accounts, confirms, &concurrency, pool).await?,
+            );
             all.extend(flood_latency(&admit, run).await?);
             all.extend(mail_drain(&admit, None, messages).await?);
             all.extend(memory(&admit, signups).await?);
             all
         }
         _ => bail!(
-            "usage: admit-bench all [--seconds N] [--accounts N] [--confirms N] [--messages N] [--signups N] [--database-url URL] | memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--database-url URL] [--smoke] | mail-drain [--messages N] [--database-url URL] [--smoke] | purge [--accounts N] [--database-url URL] | register-throughput [--seconds N] [--concurrency N,N] [--database-url URL] | flood-latency [--seconds N]  [--admit PATH]"
+            "usage: admit-bench all [--seconds N] [--accounts N] [--confirms N] [--messages N] [--signups N] [--database-url URL] | memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--db-connections N] [--database-url URL] [--smoke] | mail-drain [--messages N] [--database-url URL] [--smoke] | purge [--accounts N] [--database-url URL] | register-throughput [--seconds N] [--concurrency N,N] [--database-url URL] | flood-latency [--seconds N]  [--admit PATH]"
         ),
     };
     if scenario == "all" {
@@ -252,20 +256,9 @@ impl Admit {
         )
     }
 
-    /// CPU time admit has used so far, user and system (from /proc/PID/stat).
+    /// CPU time admit has used so far, user and system.
     fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let pid = self.child.id().context("admit exited")?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("malformed stat")?
-            .1
-            .split_whitespace()
-            .collect();
-        // utime and stime are fields 14 and 15, in clock ticks (100 a second on Linux).
-        let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
-            + fields.get(12).context("no stime")?.parse::<u64>()?;
-        Ok(Duration::from_millis(ticks * 10))
+        cpu_time_of(self.child.id().context("admit exited")?)
     }
 
     /// Threads named like admit's hashing workers.
@@ -277,6 +270,67 @@ impl Admit {
             count += u64::from(name.starts_with("admit-hash"));
         }
         Ok(count)
+    }
+}
+
+/// CPU time process `pid` has used so far, user and system (from /proc/PID/stat).
+fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("malformed stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15, in clock ticks (100 a second on Linux).
+    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
+        + fields.get(12).context("no stime")?.parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// One keep-alive HTTP/1.1 connection to admit's `/graphql`: hyper's client connection with
+/// no pool, URL parsing or redirect handling per request, so that the load generator takes as
+/// little as it can of the cores it shares with admit.
+struct Lane {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    host: hyper::header::HeaderValue,
+}
+
+impl Lane {
+    async fn open(listen: &str) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(listen).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(Self {
+            sender,
+            host: listen.parse()?,
+        })
+    }
+
+    /// `count` lanes, one per concurrent client.
+    async fn open_many(
+        listen: &str,
+        count: usize,
+    ) -> anyhow::Result<Vec<tokio::sync::Mutex<Self>>> {
+        let mut lanes = Vec::with_capacity(count);
+        for _ in 0..count.max(1) {
+            lanes.push(tokio::sync::Mutex::new(Self::open(listen).await?));
+        }
+        Ok(lanes)
+    }
+
+    /// POSTs `body` (JSON) to `/graphql` and returns the answer's body.
+    async fn post_json(&mut self, body: String) -> anyhow::Result<bytes::Bytes> {
+        use http_body_util::BodyExt as _;
+        self.sender.ready().await?;
+        let request = hyper::Request::post("/graphql")
+            .header(hyper::header::HOST, self.host.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+        let answer = self.sender.send_request(request).await?;
+        Ok(answer.into_body().collect().await?.to_bytes())
     }
 }
 
@@ -682,6 +736,34 @@ async fn seed_pending_at(
     Ok(tokens)
 }
 
+/// How many turns the bound and admit take in a throughput run.
+const SLICES: usize = 10;
+
+/// Confirms `token` with admit's own confirmation statements, without HTTP or GraphQL: the
+/// bound of what the API can reach.
+async fn confirmed_directly(db: &sea_orm::DatabaseConnection, token: String) -> bool {
+    let Ok(token) = admit::domain::ConfirmationToken::parse(&token) else {
+        return false;
+    };
+    let outcome =
+        admit::services::confirmation::confirm(db, token.hash().as_str(), admit::db::now()).await;
+    matches!(
+        outcome,
+        Ok(admit::services::confirmation::Outcome::Confirmed(_))
+    )
+}
+
+/// Sends one confirmation over `lane` and answers whether it confirmed: the answer is searched,
+/// not parsed.
+async fn confirmed_by_api(lane: Option<&tokio::sync::Mutex<Lane>>, body: String) -> bool {
+    let Some(lane) = lane else { return false };
+    lane.lock().await.post_json(body).await.is_ok_and(|bytes| {
+        bytes
+            .windows(CONFIRMED.len())
+            .any(|window| window == CONFIRMED)
+    })
+}
+
 /// What a successful confirmation's answer holds.
 const CONFIRMED: &[u8] = br#""confirmed":true"#;
 
@@ -690,9 +772,30 @@ struct Phase {
     latencies: hdrhistogram::Histogram<u64>,
     errors: u64,
     elapsed: Duration,
+    /// CPU the benchmark's own process used meanwhile (the load generator, or the bound's
+    /// database client).
+    generator_cpu: Duration,
 }
 
 impl Phase {
+    fn empty() -> anyhow::Result<Self> {
+        Ok(Self {
+            latencies: hdrhistogram::Histogram::new(3)?,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            generator_cpu: Duration::ZERO,
+        })
+    }
+
+    /// Adds another slice of the same kind of work.
+    fn add(&mut self, slice: Self) -> anyhow::Result<()> {
+        self.latencies.add(&slice.latencies)?;
+        self.errors += slice.errors;
+        self.elapsed += slice.elapsed;
+        self.generator_cpu += slice.generator_cpu;
+        Ok(())
+    }
+
     fn per_second(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
@@ -700,18 +803,24 @@ impl Phase {
     fn ms(&self, quantile: f64) -> f64 {
         self.latencies.value_at_quantile(quantile) as f64 / 1000.0
     }
+
+    /// The benchmark process's CPU per operation, in microseconds.
+    fn generator_micros(&self) -> f64 {
+        self.generator_cpu.as_secs_f64() * 1e6 / self.latencies.len().max(1) as f64
+    }
 }
 
 /// Runs `operation` once for every token, `concurrency` at a time, timing each; an operation
-/// answers whether it did what it should.
+/// is given its worker's number and answers whether it did what it should.
 async fn drive<F, Fut>(concurrency: usize, tokens: &[String], operation: F) -> anyhow::Result<Phase>
 where
-    F: Fn(String) -> Fut,
+    F: Fn(usize, String) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let started = Instant::now();
-    let workers = (0..concurrency.max(1)).map(|_| {
+    let own_cpu = cpu_time_of(std::process::id())?;
+    let workers = (0..concurrency.max(1)).map(|worker| {
         let (next, operation) = (&next, &operation);
         async move {
             let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
@@ -720,7 +829,7 @@ where
                 tokens.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
             {
                 let sent = Instant::now();
-                let done = operation(token.clone()).await;
+                let done = operation(worker, token.clone()).await;
                 latencies.record(micros_since(sent))?;
                 errors += u64::from(!done);
             }
@@ -735,9 +844,10 @@ where
         errors += worker_errors;
     }
     Ok(Phase {
+        elapsed: started.elapsed(),
+        generator_cpu: cpu_time_of(std::process::id())?.saturating_sub(own_cpu),
         latencies,
         errors,
-        elapsed: started.elapsed(),
     })
 }
 
@@ -747,14 +857,19 @@ async fn confirm_throughput(
     accounts: usize,
     confirms: usize,
     concurrencies: &[usize],
+    pool: u32,
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::new();
-    let mut env = vec![("ADMIT_IP_RATE_LIMIT", "0")];
+    let pool_size = pool.to_string();
+    let mut env = vec![
+        ("ADMIT_IP_RATE_LIMIT", "0"),
+        ("ADMIT_DB_CONNECTIONS", pool_size.as_str()),
+    ];
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let admit = Admit::start(binary, &env).await?;
     let url = admit.database_url(database_url);
     // The same pool settings as admit's own, for the bound.
-    let db = admit::db::connect(&url, Duration::from_secs(5)).await?;
+    let db = admit::db::connect(&url, Duration::from_secs(5), pool).await?;
     let seeding = Instant::now();
     seed_pending(&db, "resting", accounts).await?;
     let mut fresh = Vec::new();
@@ -766,64 +881,48 @@ async fn confirm_throughput(
     }
     let seeded = accounts + 2 * confirms * concurrencies.len();
     let seeding = seeding.elapsed();
-    let client = reqwest::Client::new();
-    let api = format!("http://{}/graphql", admit.listen);
     let confirm =
         "mutation($token: String!) { confirmAccount(token: $token) { user { confirmed } } }";
     // The load generator shares the cores with admit, so it does as little as it can: the
     // body is formatted, not built as JSON, and the answer is searched, not parsed.
-    let by_api = |token: String| {
-        let (client, api) = (&client, &api);
-        async move {
-            let body = format!(r#"{{"query":"{confirm}","variables":{{"token":"{token}"}}}}"#);
-            let answer = client
-                .post(api.as_str())
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await;
-            match answer {
-                Ok(answer) => answer.bytes().await.is_ok_and(|bytes| {
-                    bytes
-                        .windows(CONFIRMED.len())
-                        .any(|window| window == CONFIRMED)
-                }),
-                Err(_) => false,
-            }
-        }
-    };
+    let body =
+        |token: &str| format!(r#"{{"query":"{confirm}","variables":{{"token":"{token}"}}}}"#);
 
     println!(
-        "| concurrency | bound: the statements alone | confirmAccount, first click | of the bound | p50 / p99 | admit's CPU per confirmation | again (a reload), p50 / p99 |"
+        "| concurrency | bound: the statements alone | confirmAccount, first click | of the bound | p50 / p99 | admit's CPU per confirmation | the benchmark's own CPU per operation: bound / API | again (a reload), p50 / p99 |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (&concurrency, (for_bound, for_api)) in concurrencies.iter().zip(&fresh) {
-        let bound = drive(concurrency, for_bound, |token| {
-            let db = &db;
-            async move {
-                let Ok(token) = admit::domain::ConfirmationToken::parse(&token) else {
-                    return false;
-                };
-                let outcome = admit::services::confirmation::confirm(
-                    db,
-                    token.hash().as_str(),
-                    admit::db::now(),
-                )
-                .await;
-                matches!(
-                    outcome,
-                    Ok(admit::services::confirmation::Outcome::Confirmed(_))
-                )
-            }
+        let lanes = Lane::open_many(&admit.listen, concurrency).await?;
+        // The bound and admit take turns, a slice each, so that a change in the machine's
+        // speed during the run (this one's varies by a fifth) weighs on both alike.
+        let (mut bound, mut first) = (Phase::empty()?, Phase::empty()?);
+        let mut admit_cpu = Duration::ZERO;
+        let slice = for_bound.len().div_ceil(SLICES).max(1);
+        for (bound_slice, api_slice) in for_bound.chunks(slice).zip(for_api.chunks(slice)) {
+            bound.add(
+                drive(concurrency, bound_slice, |_, token| {
+                    confirmed_directly(&db, token)
+                })
+                .await?,
+            )?;
+            let cpu_before = admit.cpu_time()?;
+            first.add(
+                drive(concurrency, api_slice, |worker, token| {
+                    confirmed_by_api(lanes.get(worker), body(&token))
+                })
+                .await?,
+            )?;
+            admit_cpu += admit.cpu_time()?.saturating_sub(cpu_before);
+        }
+        let cpu_per_confirm =
+            admit_cpu / u32::try_from(first.latencies.len().max(1)).unwrap_or(u32::MAX);
+        let again = drive(concurrency, for_api, |worker, token| {
+            confirmed_by_api(lanes.get(worker), body(&token))
         })
         .await?;
-        let cpu_before = admit.cpu_time()?;
-        let first = drive(concurrency, for_api, by_api).await?;
-        let cpu_per_confirm = (admit.cpu_time()? - cpu_before)
-            / u32::try_from(first.latencies.len().max(1)).unwrap_or(u32::MAX);
-        let again = drive(concurrency, for_api, by_api).await?;
         println!(
-            "| {concurrency} | {:.0}/s, p50 {:.2} / p99 {:.2} ms | {:.0}/s | {:.0} % | {:.2} / {:.2} ms | {:.0} µs | {:.0}/s, {:.2} / {:.2} ms |",
+            "| {concurrency} | {:.0}/s, p50 {:.2} / p99 {:.2} ms | {:.0}/s | {:.0} % | {:.2} / {:.2} ms | {:.0} µs | {:.0} / {:.0} µs | {:.0}/s, {:.2} / {:.2} ms |",
             bound.per_second(),
             bound.ms(0.5),
             bound.ms(0.99),
@@ -832,6 +931,8 @@ async fn confirm_throughput(
             first.ms(0.5),
             first.ms(0.99),
             cpu_per_confirm.as_secs_f64() * 1e6,
+            bound.generator_micros(),
+            first.generator_micros(),
             again.per_second(),
             again.ms(0.5),
             again.ms(0.99),
@@ -857,7 +958,7 @@ async fn confirm_throughput(
         }
     }
     println!(
-        "({} confirmations per phase; {seeded} accounts seeded in {:.1} s, {accounts} of them never confirmed; one keep-alive HTTP client; the bound runs admit's confirmation statements through the same pool settings, without HTTP and GraphQL)",
+        "({} confirmations per phase; {seeded} accounts seeded in {:.1} s, {accounts} of them never confirmed; one keep-alive HTTP/1.1 connection per concurrent client; the bound runs admit's confirmation statements through the same pool settings, without HTTP and GraphQL)",
         confirms,
         seeding.as_secs_f64(),
     );
@@ -1047,7 +1148,7 @@ async fn mail_drain(
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let admit = Admit::start(binary, &env).await?;
     let url = admit.database_url(database_url);
-    let db = admit::db::connect(&url, Duration::from_secs(5)).await?;
+    let db = admit::db::connect(&url, Duration::from_secs(5), 10).await?;
     let keys = admit::secrets::SecretKeys::parse(BENCH_KEY)?;
     let queuing = Instant::now();
     for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
@@ -1150,7 +1251,7 @@ async fn purge_stale(
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let admit = Admit::start(binary, &env).await?;
     let url = admit.database_url(database_url);
-    let db = admit::db::connect(&url, Duration::from_secs(30)).await?;
+    let db = admit::db::connect(&url, Duration::from_secs(30), 10).await?;
     let seeding = Instant::now();
     let month_ago = admit::db::now() - chrono::TimeDelta::days(30);
     seed_pending_at(&db, "stale", count, month_ago).await?;

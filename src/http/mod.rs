@@ -50,9 +50,21 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest `X-Request-Id` taken from a client; longer ones are replaced.
 const MAX_REQUEST_ID: usize = 64;
 
-/// What the handlers share.
+/// What the handlers share: one allocation, so that the state each request extracts is one
+/// reference count, not a copy of every handle in it.
 #[derive(Clone)]
-struct HttpState {
+struct HttpState(Arc<Shared>);
+
+impl std::ops::Deref for HttpState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`HttpState`].
+struct Shared {
     schema: AdmitSchema,
     app: AppState,
     trusted_proxies: Arc<[IpNet]>,
@@ -101,7 +113,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         state.secure_cookies,
         cookie_origins,
     ));
-    let http = HttpState {
+    let http = HttpState(Arc::new(Shared {
         documents: crate::graphql::limits::DocumentCache::default(),
         ide,
         cookies,
@@ -109,7 +121,7 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         schema,
         app: state,
         readiness,
-    };
+    }));
     if ide {
         router = router.route("/playground", get(pages::playground));
     }
