@@ -75,8 +75,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let retention = purge_retention(&retention, &mail_limits, &sessions);
             let report = purge::purge(&database, retention).await?;
             println!(
-                "users: {}\ntokens: {}\nthrottles: {}\nmails: {}\nsessions: {}",
-                report.users, report.tokens, report.throttles, report.mails, report.sessions
+                "users: {}\ntokens: {}\nthrottles: {}\nmails: {}\nsessions: {}\nlongest statement: {} ms",
+                report.users,
+                report.tokens,
+                report.throttles,
+                report.mails,
+                report.sessions,
+                report.longest_statement.as_millis()
             );
             Ok(())
         }

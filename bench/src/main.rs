@@ -289,10 +289,19 @@ fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
 }
 
 /// One keep-alive HTTP/1.1 connection to admit's `/graphql`: hyper's client connection with
-/// no pool, URL parsing or redirect handling per request, so that the load generator takes as
-/// little as it can of the cores it shares with admit.
+/// no pool, URL parsing or redirect handling per request, driven by the task that sends on it
+/// (no task of its own to wake), so that the load generator takes as little as it can of the
+/// cores it shares with admit.
 struct Lane {
     sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    connection: std::pin::Pin<
+        Box<
+            hyper::client::conn::http1::Connection<
+                hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+                http_body_util::Full<bytes::Bytes>,
+            >,
+        >,
+    >,
     host: hyper::header::HeaderValue,
 }
 
@@ -302,9 +311,9 @@ impl Lane {
         stream.set_nodelay(true)?;
         let (sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
         Ok(Self {
             sender,
+            connection: Box::pin(connection),
             host: listen.parse()?,
         })
     }
@@ -324,13 +333,23 @@ impl Lane {
     /// POSTs `body` (JSON) to `/graphql` and returns the answer's body.
     async fn post_json(&mut self, body: String) -> anyhow::Result<bytes::Bytes> {
         use http_body_util::BodyExt as _;
-        self.sender.ready().await?;
         let request = hyper::Request::post("/graphql")
             .header(hyper::header::HOST, self.host.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
-        let answer = self.sender.send_request(request).await?;
-        Ok(answer.into_body().collect().await?.to_bytes())
+        let sender = &mut self.sender;
+        let exchange = async move {
+            sender.ready().await?;
+            let answer = sender.send_request(request).await?;
+            anyhow::Ok(answer.into_body().collect().await?.to_bytes())
+        };
+        tokio::select! {
+            answer = exchange => answer,
+            ended = self.connection.as_mut() => {
+                ended?;
+                bail!("admit closed the connection")
+            }
+        }
     }
 }
 
@@ -1299,15 +1318,16 @@ async fn purge_stale(
     let waits = writer.await??;
     let ms = |micros: u64| micros as f64 / 1000.0;
     println!(
-        "| stale accounts | purged in | rows/s | concurrent writes during the purge: p50 / p99 / max |"
+        "| stale accounts | purged in | rows/s | longest purge statement | concurrent writes during the purge: p50 / p99 / max |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     println!(
-        "| {} (+ {} links) | {:.1} s | {:.0} | {} writes: {:.2} / {:.2} / {:.2} ms |",
+        "| {} (+ {} links) | {:.1} s | {:.0} | {:.1} ms | {} writes: {:.2} / {:.2} / {:.2} ms |",
         report.users,
         report.tokens,
         purged.as_secs_f64(),
         report.users as f64 / purged.as_secs_f64(),
+        report.longest_statement.as_secs_f64() * 1000.0,
         waits.len(),
         ms(waits.value_at_quantile(0.5)),
         ms(waits.value_at_quantile(0.99)),
@@ -1360,16 +1380,24 @@ async fn register_throughput(
     concurrencies: &[usize],
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::new();
-    let bound = tokio::task::spawn_blocking(move || hash_rate(2, duration)).await??;
+    // The hashing rate is measured before every round and after the last (admit idle then),
+    // and each round is set against the mean of the two around it: this machine's speed
+    // drifts by up to a fifth over a minute.
+    let hashing = move || async move {
+        // Let admit's queue drain and its mail go out first.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::task::spawn_blocking(move || hash_rate(2, duration)).await?
+    };
+    let mut before = hashing().await?;
     let mut env = vec![("ADMIT_IP_RATE_LIMIT", "0")];
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let admit = Admit::start(binary, &env).await?;
     let url = format!("http://{}/graphql", admit.listen);
     let register = "mutation($input: RegisterInput!) { register(input: $input) { accepted } }";
     println!(
-        "| concurrency | register: accepted/s | of the two-thread hashing rate ({bound:.1}/s) | p50 / p99 | busy answers | other |"
+        "| concurrency | register: accepted/s | two threads only hashing, before / after | of their mean | p50 / p99 | busy answers | other |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (round, &concurrency) in concurrencies.iter().enumerate() {
         let deadline = Instant::now() + duration;
         let started = Instant::now();
@@ -1410,8 +1438,10 @@ async fn register_throughput(
             (accepted, busy, other) = (accepted + a, busy + b, other + o);
         }
         let rate = accepted as f64 / started.elapsed().as_secs_f64();
+        let after = hashing().await?;
+        let bound = f64::midpoint(before, after);
         println!(
-            "| {concurrency} | {rate:.1} | {:.0} % | {:.1} / {:.1} ms | {busy} | {other} |",
+            "| {concurrency} | {rate:.1} | {before:.1} / {after:.1}/s | {:.0} % | {:.1} / {:.1} ms | {busy} | {other} |",
             100.0 * rate / bound,
             latencies.value_at_quantile(0.5) as f64 / 1000.0,
             latencies.value_at_quantile(0.99) as f64 / 1000.0,
@@ -1422,13 +1452,12 @@ async fn register_throughput(
                 "{rate:.1}/s ({:.0} % of the bound), {busy} busy answers",
                 100.0 * rate / bound
             ),
-            format!("two threads only hashing: {bound:.1}/s"),
+            format!("two threads only hashing: {before:.1}/s before, {after:.1}/s after"),
         ));
-        // Let the queue drain and the mail go out before the next round.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        before = after;
     }
     println!(
-        "({} s per round, one client per connection; the bound: two threads hashing for {} s in the benchmark's own process before admit started)",
+        "({} s per round, one client per connection; the bound: two threads hashing for {} s in the benchmark's own process, admit idle, before and after each round)",
         duration.as_secs(),
         duration.as_secs()
     );

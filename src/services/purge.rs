@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::db::now;
 
-/// What one purge removed.
+/// What one purge removed, and how long its longest statement took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PurgeReport {
     /// Accounts never confirmed within the allowed time (their tokens went with them).
@@ -29,6 +29,16 @@ pub struct PurgeReport {
     pub mails: u64,
     /// Sessions past their expiry or idle timeout.
     pub sessions: u64,
+    /// The longest any one delete statement took: about how long the purge held the locks a
+    /// writer may need at once (on SQLite, the whole database).
+    pub longest_statement: Duration,
+}
+
+impl PurgeReport {
+    /// Whether nothing was removed.
+    pub fn removed_nothing(&self) -> bool {
+        self.users + self.tokens + self.throttles + self.mails + self.sessions == 0
+    }
 }
 
 /// How long things are kept.
@@ -53,14 +63,17 @@ const BATCH: u64 = 250;
 
 /// Deletes the rows of `E` matching `stale`, [`BATCH`] at a time, found by the primary key
 /// `key` (every filter used here has an index, so finding a batch is cheap too).
+/// `longest` is raised to the longest statement's duration.
 async fn delete_in_batches<E: EntityTrait>(
     db: &DatabaseConnection,
     key: &[E::Column],
     stale: Condition,
+    longest: &mut Duration,
 ) -> Result<u64, DbErr> {
     let key_expr = || Expr::tuple(key.iter().map(|column| Expr::col(*column)));
     let mut total = 0;
     loop {
+        let started = std::time::Instant::now();
         let batch = Query::select()
             .columns(key.iter().copied())
             .from(E::default())
@@ -72,6 +85,7 @@ async fn delete_in_batches<E: EntityTrait>(
             .exec(db)
             .await?
             .rows_affected;
+        *longest = (*longest).max(started.elapsed());
         total += deleted;
         if deleted < BATCH {
             return Ok(total);
@@ -84,18 +98,21 @@ async fn delete_in_batches<E: EntityTrait>(
 pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<PurgeReport, DbErr> {
     let now = now();
     let cutoff = now - retention.unconfirmed;
+    let mut longest = Duration::ZERO;
     let users = delete_in_batches::<users::Entity>(
         db,
         &[users::Column::Id],
         Condition::all()
             .add(users::Column::ConfirmedAt.is_null())
             .add(users::Column::CreatedAt.lt(cutoff)),
+        &mut longest,
     )
     .await?;
     let tokens = delete_in_batches::<verification_tokens::Entity>(
         db,
         &[verification_tokens::Column::Id],
         Condition::all().add(verification_tokens::Column::ExpiresAt.lt(cutoff)),
+        &mut longest,
     )
     .await?;
     let throttles = delete_in_batches::<mail_throttles::Entity>(
@@ -108,6 +125,7 @@ pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<Purg
                     .add(mail_throttles::Column::LastSentAt.is_null())
                     .add(mail_throttles::Column::LastSentAt.lt(now - retention.cooldown)),
             ),
+        &mut longest,
     )
     .await?
         + delete_in_batches::<mail_throttle_clients::Entity>(
@@ -118,18 +136,21 @@ pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<Purg
             ],
             Condition::all()
                 .add(mail_throttle_clients::Column::DayStartedAt.lt(now - TimeDelta::days(1))),
+            &mut longest,
         )
         .await?
         + delete_in_batches::<client_budgets::Entity>(
             db,
             &[client_budgets::Column::ClientKey],
             super::client_budget::stale(),
+            &mut longest,
         )
         .await?
         + delete_in_batches::<sign_in_throttles::Entity>(
             db,
             &[sign_in_throttles::Column::EmailKey],
             super::sign_in::stale(),
+            &mut longest,
         )
         .await?;
     let sessions = delete_in_batches::<sessions::Entity>(
@@ -138,6 +159,7 @@ pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<Purg
         Condition::any()
             .add(sessions::Column::ExpiresAt.lte(now))
             .add(sessions::Column::LastSeenAt.lte(now - retention.session_idle)),
+        &mut longest,
     )
     .await?;
     let mails = delete_in_batches::<outbox_messages::Entity>(
@@ -146,6 +168,7 @@ pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<Purg
         Condition::any()
             .add(outbox_messages::Column::SentAt.lt(now - retention.mail))
             .add(outbox_messages::Column::DeadAt.lt(now - retention.mail)),
+        &mut longest,
     )
     .await?;
     Ok(PurgeReport {
@@ -154,6 +177,7 @@ pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<Purg
         throttles,
         mails,
         sessions,
+        longest_statement: longest,
     })
 }
 
@@ -166,13 +190,14 @@ pub async fn run_periodically(
 ) {
     loop {
         match purge(&db, retention).await {
-            Ok(report) if report != PurgeReport::default() => {
+            Ok(report) if !report.removed_nothing() => {
                 tracing::info!(
                     users = report.users,
                     tokens = report.tokens,
                     throttles = report.throttles,
                     mails = report.mails,
                     sessions = report.sessions,
+                    longest_statement_ms = report.longest_statement.as_millis(),
                     "purged"
                 );
             }

@@ -88,6 +88,7 @@ async fn a_purge_larger_than_one_batch_removes_every_stale_row_and_nothing_else(
 
     assert_eq!(report.users, stale);
     assert!(report.throttles >= limits, "{report:?}");
+    assert!(!report.longest_statement.is_zero(), "{report:?}");
     assert_eq!(
         emails(&app).await,
         ["fresh@example.com", "kept@example.com"]
@@ -228,9 +229,19 @@ async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let (counts, longest) = stdout.split_once("longest statement: ").unwrap();
     assert_eq!(
-        String::from_utf8(output.stdout).unwrap(),
+        counts,
         "users: 1\ntokens: 1\nthrottles: 1\nmails: 1\nsessions: 1\n"
+    );
+    assert!(
+        longest
+            .strip_suffix(" ms\n")
+            .unwrap()
+            .parse::<u64>()
+            .is_ok(),
+        "{stdout}"
     );
     let left = sessions::Entity::find().all(&app.db).await.unwrap();
     assert_eq!(left.len(), 1);
