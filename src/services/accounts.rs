@@ -5,8 +5,8 @@ use sea_orm::DatabaseConnection;
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    SqlErr, TransactionTrait,
-    sea_query::{Expr, LockBehavior, LockType},
+    TryIntoModel as _,
+    sea_query::{Expr, LockBehavior, LockType, OnConflict},
 };
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -245,19 +245,20 @@ pub async fn register(
         created_at: Set(now),
         confirmed_at: Set(None),
     };
-    // Insert and let the UNIQUE index decide (in a savepoint, so that a violation leaves the
-    // transaction usable): checking first would race with a concurrent sign-up.
-    let attempt = txn.begin().await?;
-    let inserted = users::Entity::insert(user)
-        .exec_with_returning(&attempt)
+    // Insert and let the UNIQUE index decide: checking first would race with a concurrent
+    // sign-up. ON CONFLICT DO NOTHING keeps the transaction usable without a savepoint (on
+    // PostgreSQL it waits for a concurrent insert of the address to commit or roll back).
+    let inserted = users::Entity::insert(user.clone())
+        .on_conflict(
+            OnConflict::column(users::Column::EmailKey)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec(&txn)
         .await;
     let (user, again) = match inserted {
-        Ok(user) => {
-            attempt.commit().await?;
-            (user, false)
-        }
-        Err(err) if is_duplicate_email(&err) => {
-            attempt.rollback().await?;
+        Ok(_) => (user.try_into_model()?, false),
+        Err(DbErr::RecordNotInserted) => {
             // The user row first, then tokens: the order every use case locks in.
             let existing = lock_user_by_key(&txn, account.email.key())
                 .await?
@@ -579,8 +580,4 @@ pub(super) fn new_token() -> anyhow::Result<ConfirmationToken> {
 
 fn throttle_policy(state: &Accounts) -> ThrottlePolicy {
     state.settings.mail_limits
-}
-
-fn is_duplicate_email(err: &DbErr) -> bool {
-    matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(detail)) if detail.contains("email_key"))
 }
