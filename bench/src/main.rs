@@ -271,11 +271,30 @@ impl Admit {
         }
         Ok(count)
     }
+
+    /// CPU time admit's hashing workers have used so far.
+    fn hashing_cpu(&self) -> anyhow::Result<Duration> {
+        let pid = self.child.id().context("admit exited")?;
+        let mut total = Duration::ZERO;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let task = task?.path();
+            let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if name.starts_with("admit-hash") {
+                total += cpu_time_in(&task.join("stat"))?;
+            }
+        }
+        Ok(total)
+    }
 }
 
-/// CPU time process `pid` has used so far, user and system (from /proc/PID/stat).
+/// CPU time process `pid` has used so far, user and system.
 fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    cpu_time_in(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// The user and system CPU time in a `/proc/.../stat` file.
+fn cpu_time_in(path: &Path) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(path)?;
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .context("malformed stat")?
@@ -1395,10 +1414,11 @@ async fn register_throughput(
     let url = format!("http://{}/graphql", admit.listen);
     let register = "mutation($input: RegisterInput!) { register(input: $input) { accepted } }";
     println!(
-        "| concurrency | register: accepted/s | two threads only hashing, before / after | of their mean | p50 / p99 | busy answers | other |"
+        "| concurrency | register: accepted/s | two threads only hashing, before / after | of their mean | p50 / p99 | busy answers | other | admit's CPU per sign-up: hashing / the rest |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (round, &concurrency) in concurrencies.iter().enumerate() {
+        let (cpu_before, hashing_before) = (admit.cpu_time()?, admit.hashing_cpu()?);
         let deadline = Instant::now() + duration;
         let started = Instant::now();
         let workers = (0..concurrency.max(1)).map(|worker| {
@@ -1438,13 +1458,21 @@ async fn register_throughput(
             (accepted, busy, other) = (accepted + a, busy + b, other + o);
         }
         let rate = accepted as f64 / started.elapsed().as_secs_f64();
+        let hashing_cpu = admit.hashing_cpu()?.saturating_sub(hashing_before);
+        let rest_cpu = admit
+            .cpu_time()?
+            .saturating_sub(cpu_before)
+            .saturating_sub(hashing_cpu);
+        let per_signup = |cpu: Duration| cpu.as_secs_f64() * 1000.0 / accepted.max(1) as f64;
         let after = hashing().await?;
         let bound = f64::midpoint(before, after);
         println!(
-            "| {concurrency} | {rate:.1} | {before:.1} / {after:.1}/s | {:.0} % | {:.1} / {:.1} ms | {busy} | {other} |",
+            "| {concurrency} | {rate:.1} | {before:.1} / {after:.1}/s | {:.0} % | {:.1} / {:.1} ms | {busy} | {other} | {:.1} / {:.1} ms |",
             100.0 * rate / bound,
             latencies.value_at_quantile(0.5) as f64 / 1000.0,
             latencies.value_at_quantile(0.99) as f64 / 1000.0,
+            per_signup(hashing_cpu),
+            per_signup(rest_cpu),
         );
         summary.push(row(
             format!("register, concurrency {concurrency}"),
