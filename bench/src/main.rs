@@ -230,6 +230,12 @@ impl Admit {
         })
     }
 
+    /// Ends the process, keeping its folder (and a SQLite database in it).
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
     /// A `VmXXX:` figure of /proc/PID/status, in KiB.
     fn status_kib(&self, field: &str) -> anyhow::Result<u64> {
         let pid = self.child.id().context("admit exited")?;
@@ -1287,14 +1293,15 @@ async fn purge_stale(
 ) -> anyhow::Result<()> {
     let mut env = vec![];
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
-    let admit = Admit::start(binary, &env).await?;
+    let mut admit = Admit::start(binary, &env).await?;
     let url = admit.database_url(database_url);
     let db = admit::db::connect(&url, Duration::from_secs(30), 10).await?;
     let seeding = Instant::now();
     let month_ago = admit::db::now() - chrono::TimeDelta::days(30);
     seed_pending_at(&db, "stale", count, month_ago).await?;
     let seeded = seeding.elapsed();
-    drop(admit);
+    // admit's own purge job must not run meanwhile; its database (in its folder) stays.
+    admit.stop().await?;
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
