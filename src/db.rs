@@ -25,11 +25,11 @@ use sea_orm::{
 /// files the same mode), an existing one is made so, and deleted content is overwritten
 /// (`secure_delete`) rather than left in free pages.
 ///
-/// At most `connections` are open at once.
+/// At most `connections` are open at once; `None`: 10 on PostgreSQL, 1 on SQLite.
 pub async fn connect(
     url: &str,
     timeout: Duration,
-    connections: u32,
+    connections: Option<u32>,
 ) -> Result<DatabaseConnection, DbErr> {
     if let Some(file) = sqlite_file(url) {
         make_private(&file)
@@ -42,7 +42,6 @@ pub async fn connect(
         // A ping on every checkout was a round trip per request; a connection that sat idle
         // long enough for a server, proxy or firewall to drop it is still checked first.
         .test_before_acquire_if_idle_for(Duration::from_secs(30))
-        .max_connections(connections)
         .acquire_timeout(timeout)
         .connect_timeout(timeout)
         .map_sqlx_sqlite_opts(move |opts| {
@@ -55,6 +54,10 @@ pub async fn connect(
         .map_sqlx_postgres_opts(move |opts| {
             opts.options([("statement_timeout", statement_timeout.as_str())])
         });
+    // Unset, SeaORM opens one SQLite connection and sqlx's default of 10 on PostgreSQL.
+    if let Some(connections) = connections {
+        options.max_connections(connections);
+    }
     Database::connect(options).await
 }
 
@@ -97,7 +100,7 @@ fn make_private(file: &Path) -> std::io::Result<()> {
 pub async fn open(
     url: &SecretString,
     timeout: Duration,
-    connections: u32,
+    connections: Option<u32>,
 ) -> anyhow::Result<DatabaseConnection> {
     let database = connect(url.expose_secret(), timeout, connections).await?;
     migrate(&database).await.context("migrations failed")?;

@@ -109,10 +109,11 @@ pub struct DatabaseSettings {
     #[arg(long = "db-timeout", env = "ADMIT_DB_TIMEOUT", default_value = "5s", value_parser = timeout)]
     pub timeout: Duration,
 
-    /// Most connections the pool opens. Each request holds one only while its statements run;
-    /// PostgreSQL's `max_connections` must leave room for every instance's pool.
-    #[arg(long = "db-connections", env = "ADMIT_DB_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub connections: u32,
+    /// Most connections the pool opens; unset: 10 on PostgreSQL (whose `max_connections` must
+    /// leave room for every instance's pool) and 1 on SQLite, where one connection writes at
+    /// a time anyway and more would wait on each other's locks.
+    #[arg(long = "db-connections", env = "ADMIT_DB_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub connections: Option<u32>,
 }
 
 impl DatabaseSettings {

@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     let mut seconds = 10u64;
     let mut concurrency = vec![1usize, 16, 64];
     let mut database_url: Option<String> = None;
-    let mut pool = 10u32;
+    let mut pool: Option<u32> = None;
     let mut admit = sibling("admit")?;
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -114,7 +114,9 @@ async fn main() -> anyhow::Result<()> {
                     .map(str::parse)
                     .collect::<Result<_, _>>()?;
             }
-            "--db-connections" => pool = args.next().context("--db-connections N")?.parse()?,
+            "--db-connections" => {
+                pool = Some(args.next().context("--db-connections N")?.parse()?);
+            }
             "--database-url" => database_url = Some(args.next().context("--database-url URL")?),
             "--smoke" => {
                 (accounts, confirms, seconds, concurrency, messages) =
@@ -901,14 +903,16 @@ async fn confirm_throughput(
     accounts: usize,
     confirms: usize,
     concurrencies: &[usize],
-    pool: u32,
+    pool: Option<u32>,
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::new();
-    let pool_size = pool.to_string();
-    let mut env = vec![
-        ("ADMIT_IP_RATE_LIMIT", "0"),
-        ("ADMIT_DB_CONNECTIONS", pool_size.as_str()),
-    ];
+    let pool_size = pool.map(|size| size.to_string());
+    let mut env = vec![("ADMIT_IP_RATE_LIMIT", "0")];
+    env.extend(
+        pool_size
+            .as_deref()
+            .map(|size| ("ADMIT_DB_CONNECTIONS", size)),
+    );
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let admit = Admit::start(binary, &env).await?;
     let url = admit.database_url(database_url);
@@ -1192,7 +1196,7 @@ async fn mail_drain(
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let admit = Admit::start(binary, &env).await?;
     let url = admit.database_url(database_url);
-    let db = admit::db::connect(&url, Duration::from_secs(5), 10).await?;
+    let db = admit::db::connect(&url, Duration::from_secs(5), None).await?;
     let keys = admit::secrets::SecretKeys::parse(BENCH_KEY)?;
     let queuing = Instant::now();
     for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
@@ -1295,7 +1299,7 @@ async fn purge_stale(
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let mut admit = Admit::start(binary, &env).await?;
     let url = admit.database_url(database_url);
-    let db = admit::db::connect(&url, Duration::from_secs(30), 10).await?;
+    let db = admit::db::connect(&url, Duration::from_secs(30), None).await?;
     let seeding = Instant::now();
     let month_ago = admit::db::now() - chrono::TimeDelta::days(30);
     seed_pending_at(&db, "stale", count, month_ago).await?;
