@@ -1364,7 +1364,7 @@ async fn purge_stale(
         ms(waits.max()),
     );
     println!(
-        "(seeded in {:.1} s; links go with their accounts, so `tokens` counts only orphans)",
+        "(seeded in {:.1} s; the links, expired for weeks, are purged first, then the accounts)",
         seeded.as_secs_f64()
     );
     if report.users != count as u64 {
