@@ -13,10 +13,11 @@
 //! password is measured alongside, for scale.
 //!
 //! `confirm-throughput`: `confirmAccount` per second and its latency (p50, p99 from HDR
-//! histograms) at several concurrencies over one keep-alive client on loopback, against a bound
-//! measured in the same run: admit's own confirmation statements
-//! (`admit::services::confirmation::confirm`) run directly on a pool with admit's settings,
-//! without HTTP or GraphQL. Accounts and their links are seeded straight into the database
+//! histograms) at several concurrencies, one keep-alive HTTP/1.1 connection per concurrent
+//! client on loopback, against a bound measured in the same run: admit's own confirmation
+//! statements (`admit::services::confirmation::confirm`) run directly on a pool with admit's
+//! settings, without HTTP or GraphQL. The two take turns in ten slices, and the benchmark's
+//! own CPU per operation is printed beside admit's. Accounts and their links are seeded straight into the database
 //! (`--accounts` of them never confirmed, to size the tables, plus fresh ones for every phase),
 //! so each phase confirms `--confirms` first clicks; a reload of the same links follows.
 //! `--database-url` points it at PostgreSQL (an empty database) instead of SQLite.
@@ -27,12 +28,12 @@
 //!
 //! `purge`: `--accounts` never-confirmed accounts a month old (each with an expired link) are
 //! purged while a concurrent writer keeps taking client budgets (one upsert each): how long
-//! the purge took and how long the writer waited at most, which bounds how long any purge
-//! statement held the locks the writer needed (all of SQLite's database).
+//! the purge took, its longest statement, and how long the writer waited.
 //!
 //! `register-throughput`: accepted `register` calls per second at each `--concurrency`, for
 //! `--seconds` each, against the rate of two threads doing nothing but Argon2id hashes with
-//! admit's parameters, measured in the same run: the bound for a 2-core machine.
+//! admit's parameters, measured before and after each round: the bound for a 2-core machine.
+//! admit's CPU per sign-up is split into its hashing threads' and the rest.
 //!
 //! `all`: register, confirm, flood, mail and memory in one run, then one summary table of every
 //! figure beside its bound (`--database-url` moves the confirmation part to PostgreSQL).
