@@ -54,7 +54,6 @@ pub async fn connect(
         .map_sqlx_postgres_opts(move |opts| {
             opts.options([("statement_timeout", statement_timeout.as_str())])
         });
-    // Unset, SeaORM opens one SQLite connection and sqlx's default of 10 on PostgreSQL.
     if let Some(connections) = connections {
         options.max_connections(connections);
     }

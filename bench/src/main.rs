@@ -17,9 +17,10 @@
 //! client on loopback, against a bound measured in the same run: admit's own confirmation
 //! statements (`admit::services::confirmation::confirm`) run directly on a pool with admit's
 //! settings, without HTTP or GraphQL. The two take turns in ten slices, and the benchmark's
-//! own CPU per operation is printed beside admit's. Accounts and their links are seeded straight into the database
-//! (`--accounts` of them never confirmed, to size the tables, plus fresh ones for every phase),
-//! so each phase confirms `--confirms` first clicks; a reload of the same links follows.
+//! own CPU per operation is printed beside admit's. Accounts and their links are seeded
+//! straight into the database (`--accounts` of them never confirmed, to size the tables, plus
+//! fresh ones for every phase), so each phase confirms `--confirms` first clicks; a reload of
+//! the same links follows.
 //! `--database-url` points it at PostgreSQL (an empty database) instead of SQLite.
 //!
 //! `mail-drain`: `--messages` queued straight into the outbox, delivered to a loopback SMTP
@@ -270,27 +271,25 @@ impl Admit {
         cpu_time_of(self.child.id().context("admit exited")?)
     }
 
-    /// Threads named like admit's hashing workers.
-    fn hash_threads(&self) -> anyhow::Result<u64> {
+    /// The `/proc` folders of admit's hashing workers (threads named `admit-hash-N`).
+    fn hashing_tasks(&self) -> anyhow::Result<Vec<PathBuf>> {
         let pid = self.child.id().context("admit exited")?;
-        let mut count = 0;
-        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-            let name = std::fs::read_to_string(task?.path().join("comm")).unwrap_or_default();
-            count += u64::from(name.starts_with("admit-hash"));
-        }
-        Ok(count)
-    }
-
-    /// CPU time admit's hashing workers have used so far.
-    fn hashing_cpu(&self) -> anyhow::Result<Duration> {
-        let pid = self.child.id().context("admit exited")?;
-        let mut total = Duration::ZERO;
+        let mut tasks = Vec::new();
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
             let task = task?.path();
             let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
             if name.starts_with("admit-hash") {
-                total += cpu_time_in(&task.join("stat"))?;
+                tasks.push(task);
             }
+        }
+        Ok(tasks)
+    }
+
+    /// CPU time admit's hashing workers have used so far.
+    fn hashing_cpu(&self) -> anyhow::Result<Duration> {
+        let mut total = Duration::ZERO;
+        for task in self.hashing_tasks()? {
+            total += cpu_time_in(&task.join("stat"))?;
         }
         Ok(total)
     }
@@ -418,7 +417,7 @@ async fn memory(binary: &Path, signups: usize) -> anyhow::Result<Summary> {
     .await;
     let elapsed = started.elapsed();
     let peak_kib = admit.status_kib("VmHWM:")?;
-    let workers = admit.hash_threads()?;
+    let workers = u64::try_from(admit.hashing_tasks()?.len())?;
     // Past the hashing threads' idle release (5 s).
     tokio::time::sleep(Duration::from_secs(8)).await;
     let after_kib = admit.status_kib("VmRSS:")?;
@@ -488,6 +487,20 @@ async fn memory(binary: &Path, signups: usize) -> anyhow::Result<Summary> {
             "",
         ),
     ])
+}
+
+/// The latency at `quantile` of a histogram of microseconds, in milliseconds.
+fn ms_at(histogram: &hdrhistogram::Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+/// A histogram's "p50 / p99 ms".
+fn p50_p99(histogram: &hdrhistogram::Histogram<u64>) -> String {
+    format!(
+        "{:.2} / {:.2} ms",
+        ms_at(histogram, 0.5),
+        ms_at(histogram, 0.99)
+    )
 }
 
 /// Microseconds since `sent`, at least 1 (what the histograms record).
@@ -848,7 +861,7 @@ impl Phase {
     }
 
     fn ms(&self, quantile: f64) -> f64 {
-        self.latencies.value_at_quantile(quantile) as f64 / 1000.0
+        ms_at(&self.latencies, quantile)
     }
 
     /// The benchmark process's CPU per operation, in microseconds.
@@ -1081,13 +1094,6 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
         signups += answered;
         accepted += taken;
     }
-    let p50_p99 = |histogram: &hdrhistogram::Histogram<u64>| {
-        format!(
-            "{:.2} / {:.2} ms",
-            histogram.value_at_quantile(0.5) as f64 / 1000.0,
-            histogram.value_at_quantile(0.99) as f64 / 1000.0
-        )
-    };
     let mut summary = Summary::new();
     println!("| operation | p50 / p99 alone | p50 / p99 during 256 sign-ups in flight |");
     println!("|---|---|---|");
@@ -1347,7 +1353,6 @@ async fn purge_stale(
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let waits = writer.await??;
-    let ms = |micros: u64| micros as f64 / 1000.0;
     println!(
         "| stale accounts | purged in | rows/s | longest purge statement | concurrent writes during the purge: p50 / p99 / max |"
     );
@@ -1360,9 +1365,9 @@ async fn purge_stale(
         report.users as f64 / purged.as_secs_f64(),
         report.longest_statement.as_secs_f64() * 1000.0,
         waits.len(),
-        ms(waits.value_at_quantile(0.5)),
-        ms(waits.value_at_quantile(0.99)),
-        ms(waits.max()),
+        ms_at(&waits, 0.5),
+        ms_at(&waits, 0.99),
+        ms_at(&waits, 1.0),
     );
     println!(
         "(seeded in {:.1} s; the links, expired for weeks, are purged first, then the accounts)",
@@ -1481,8 +1486,8 @@ async fn register_throughput(
         println!(
             "| {concurrency} | {rate:.1} | {before:.1} / {after:.1}/s | {:.0} % | {:.1} / {:.1} ms | {busy} | {other} | {:.1} / {:.1} ms |",
             100.0 * rate / bound,
-            latencies.value_at_quantile(0.5) as f64 / 1000.0,
-            latencies.value_at_quantile(0.99) as f64 / 1000.0,
+            ms_at(&latencies, 0.5),
+            ms_at(&latencies, 0.99),
             per_signup(hashing_cpu),
             per_signup(rest_cpu),
         );

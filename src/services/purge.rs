@@ -62,34 +62,41 @@ pub struct Retention {
 /// PostgreSQL's locks, for more than a moment: sign-ups and confirmations go on between batches.
 const BATCH: u64 = 250;
 
-/// Deletes the rows of `E` matching `stale`, [`BATCH`] at a time, found by the primary key
-/// `key` (every filter used here has an index, so finding a batch is cheap too).
-/// `longest` is raised to the longest statement's duration.
-async fn delete_in_batches<E: EntityTrait>(
-    db: &DatabaseConnection,
-    key: &[E::Column],
-    stale: Condition,
-    longest: &mut Duration,
-) -> Result<u64, DbErr> {
-    let key_expr = || Expr::tuple(key.iter().map(|column| Expr::col(*column)));
-    let mut total = 0;
-    loop {
-        let started = std::time::Instant::now();
-        let batch = Query::select()
-            .columns(key.iter().copied())
-            .from(E::default())
-            .cond_where(stale.clone())
-            .limit(BATCH)
-            .to_owned();
-        let deleted = E::delete_many()
-            .filter(key_expr().in_subquery(batch))
-            .exec(db)
-            .await?
-            .rows_affected;
-        *longest = (*longest).max(started.elapsed());
-        total += deleted;
-        if deleted < BATCH {
-            return Ok(total);
+/// Deletes in batches on one database, keeping the longest statement's duration for the
+/// report.
+struct Batches<'a> {
+    db: &'a DatabaseConnection,
+    longest: Duration,
+}
+
+impl Batches<'_> {
+    /// Deletes the rows of `E` matching `stale`, [`BATCH`] at a time, found by the primary key
+    /// `key` (every filter used here has an index, so finding a batch is cheap too).
+    async fn delete<E: EntityTrait>(
+        &mut self,
+        key: &[E::Column],
+        stale: Condition,
+    ) -> Result<u64, DbErr> {
+        let key_expr = || Expr::tuple(key.iter().map(|column| Expr::col(*column)));
+        let mut total = 0;
+        loop {
+            let started = std::time::Instant::now();
+            let batch = Query::select()
+                .columns(key.iter().copied())
+                .from(E::default())
+                .cond_where(stale.clone())
+                .limit(BATCH)
+                .to_owned();
+            let deleted = E::delete_many()
+                .filter(key_expr().in_subquery(batch))
+                .exec(self.db)
+                .await?
+                .rows_affected;
+            self.longest = self.longest.max(started.elapsed());
+            total += deleted;
+            if deleted < BATCH {
+                return Ok(total);
+            }
         }
     }
 }
@@ -99,89 +106,84 @@ async fn delete_in_batches<E: EntityTrait>(
 pub async fn purge(db: &DatabaseConnection, retention: Retention) -> Result<PurgeReport, DbErr> {
     let now = now();
     let cutoff = now - retention.unconfirmed;
-    let mut longest = Duration::ZERO;
+    let mut batches = Batches {
+        db,
+        longest: Duration::ZERO,
+    };
     // Expired links first: when they went with their accounts instead, PostgreSQL's next scan
     // of the expiry index walked over every row the cascade had just removed (300 ms, in one
     // statement, after a million stale accounts).
-    let tokens = delete_in_batches::<verification_tokens::Entity>(
-        db,
-        &[verification_tokens::Column::Id],
-        Condition::all().add(verification_tokens::Column::ExpiresAt.lt(cutoff)),
-        &mut longest,
-    )
-    .await?;
-    let users = delete_in_batches::<users::Entity>(
-        db,
-        &[users::Column::Id],
-        Condition::all()
-            .add(users::Column::ConfirmedAt.is_null())
-            .add(users::Column::CreatedAt.lt(cutoff)),
-        &mut longest,
-    )
-    .await?;
-    let throttles = delete_in_batches::<mail_throttles::Entity>(
-        db,
-        &[mail_throttles::Column::EmailKey],
-        Condition::all()
-            .add(mail_throttles::Column::WindowStartedAt.lt(now - TimeDelta::days(1)))
-            .add(
-                Condition::any()
-                    .add(mail_throttles::Column::LastSentAt.is_null())
-                    .add(mail_throttles::Column::LastSentAt.lt(now - retention.cooldown)),
-            ),
-        &mut longest,
-    )
-    .await?
-        + delete_in_batches::<mail_throttle_clients::Entity>(
-            db,
-            &[
-                mail_throttle_clients::Column::EmailKey,
-                mail_throttle_clients::Column::ClientKey,
-            ],
-            Condition::all()
-                .add(mail_throttle_clients::Column::DayStartedAt.lt(now - TimeDelta::days(1))),
-            &mut longest,
-        )
-        .await?
-        + delete_in_batches::<client_budgets::Entity>(
-            db,
-            &[client_budgets::Column::ClientKey],
-            super::client_budget::stale(),
-            &mut longest,
-        )
-        .await?
-        + delete_in_batches::<sign_in_throttles::Entity>(
-            db,
-            &[sign_in_throttles::Column::EmailKey],
-            super::sign_in::stale(),
-            &mut longest,
+    let tokens = batches
+        .delete::<verification_tokens::Entity>(
+            &[verification_tokens::Column::Id],
+            Condition::all().add(verification_tokens::Column::ExpiresAt.lt(cutoff)),
         )
         .await?;
-    let sessions = delete_in_batches::<sessions::Entity>(
-        db,
-        &[sessions::Column::Id],
-        Condition::any()
-            .add(sessions::Column::ExpiresAt.lte(now))
-            .add(sessions::Column::LastSeenAt.lte(now - retention.session_idle)),
-        &mut longest,
-    )
-    .await?;
-    let mails = delete_in_batches::<outbox_messages::Entity>(
-        db,
-        &[outbox_messages::Column::Id],
-        Condition::any()
-            .add(outbox_messages::Column::SentAt.lt(now - retention.mail))
-            .add(outbox_messages::Column::DeadAt.lt(now - retention.mail)),
-        &mut longest,
-    )
-    .await?;
+    let users = batches
+        .delete::<users::Entity>(
+            &[users::Column::Id],
+            Condition::all()
+                .add(users::Column::ConfirmedAt.is_null())
+                .add(users::Column::CreatedAt.lt(cutoff)),
+        )
+        .await?;
+    let throttles = batches
+        .delete::<mail_throttles::Entity>(
+            &[mail_throttles::Column::EmailKey],
+            Condition::all()
+                .add(mail_throttles::Column::WindowStartedAt.lt(now - TimeDelta::days(1)))
+                .add(
+                    Condition::any()
+                        .add(mail_throttles::Column::LastSentAt.is_null())
+                        .add(mail_throttles::Column::LastSentAt.lt(now - retention.cooldown)),
+                ),
+        )
+        .await?
+        + batches
+            .delete::<mail_throttle_clients::Entity>(
+                &[
+                    mail_throttle_clients::Column::EmailKey,
+                    mail_throttle_clients::Column::ClientKey,
+                ],
+                Condition::all()
+                    .add(mail_throttle_clients::Column::DayStartedAt.lt(now - TimeDelta::days(1))),
+            )
+            .await?
+        + batches
+            .delete::<client_budgets::Entity>(
+                &[client_budgets::Column::ClientKey],
+                super::client_budget::stale(),
+            )
+            .await?
+        + batches
+            .delete::<sign_in_throttles::Entity>(
+                &[sign_in_throttles::Column::EmailKey],
+                super::sign_in::stale(),
+            )
+            .await?;
+    let sessions = batches
+        .delete::<sessions::Entity>(
+            &[sessions::Column::Id],
+            Condition::any()
+                .add(sessions::Column::ExpiresAt.lte(now))
+                .add(sessions::Column::LastSeenAt.lte(now - retention.session_idle)),
+        )
+        .await?;
+    let mails = batches
+        .delete::<outbox_messages::Entity>(
+            &[outbox_messages::Column::Id],
+            Condition::any()
+                .add(outbox_messages::Column::SentAt.lt(now - retention.mail))
+                .add(outbox_messages::Column::DeadAt.lt(now - retention.mail)),
+        )
+        .await?;
     Ok(PurgeReport {
         users,
         tokens,
         throttles,
         mails,
         sessions,
-        longest_statement: longest,
+        longest_statement: batches.longest,
     })
 }
 
