@@ -38,6 +38,8 @@ pub const MAIL_DEAD: &str = "admit_mail_dead_total";
 pub const HASH_QUEUE_WAIT: &str = "admit_hash_queue_wait_seconds";
 /// Sign-ups turned away because the hashing queue was full.
 pub const HASH_REJECTED: &str = "admit_hash_rejected_total";
+/// Hashes skipped because their requester had stopped waiting (deadline or disconnect).
+pub const HASH_ABANDONED: &str = "admit_hash_abandoned_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -330,8 +330,10 @@ pub struct AccountSettings {
 
     /// Sign-ups waiting for a hashing thread before further ones are answered
     /// `SERVICE_UNAVAILABLE` at once; defaults to 256 per hashing thread (about 5 s of
-    /// hashing). A waiting sign-up costs nothing; a turned-away one that is sent again at once
-    /// costs a request's work each time.
+    /// hashing at 20 ms a hash). A waiting sign-up costs nothing; a turned-away one that is
+    /// sent again at once costs a request's work each time. Whatever the queue's size, one
+    /// that waited longer than four fifths of `ADMIT_DB_TIMEOUT` is answered
+    /// `SERVICE_UNAVAILABLE` when its turn comes, unhashed.
     #[arg(long, env = "ADMIT_HASH_QUEUE")]
     pub hash_queue: Option<NonZeroUsize>,
 

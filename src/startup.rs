@@ -122,9 +122,14 @@ impl Application {
             max_connections,
             header_timeout: http.header_timeout,
         };
+        // Four fifths of the request deadline for the wait: the hash itself, and the
+        // statements before and after it, need the rest. Less would turn away more of a
+        // burst that could have been served in time; more would let hashes start that finish
+        // after their request has timed out.
         let hasher = PasswordHasher::new(
             account_settings.hash_concurrency(),
             account_settings.hash_queue(),
+            database_settings.timeout * 4 / 5,
         )
         .context("cannot start the password hashing threads")?;
         let sessions = Sessions::new(

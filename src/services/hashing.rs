@@ -4,11 +4,16 @@
 //! the freed memory of every thread that ever hashed (over a gigabyte after a burst of sign-ups),
 //! so instead each worker allocates its blocks once and hashes into them for its whole life, and
 //! a bounded queue in front of the workers answers "busy" at once rather than letting waiting
-//! requests pile up.
+//! requests pile up. A job that waited too long to finish within its request's deadline is
+//! answered "busy" when its turn comes, unhashed: hashes go only to requests that can still use
+//! them.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use argon2::{
@@ -24,13 +29,13 @@ use crate::domain::Password;
 const SALT_BYTES: usize = 16;
 /// A worker idle this long gives its memory back; the next hash allocates it again (a few
 /// milliseconds), so a burst's memory does not stay with the process for good.
-const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(5);
+const IDLE_RELEASE: Duration = Duration::from_secs(5);
 
 /// Why no hash came back.
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
-    /// Every worker is busy and the queue is full: the caller should answer "try again soon"
-    /// rather than wait.
+    /// Every worker is busy and the queue is full, or the job waited too long for its turn:
+    /// the caller should answer "try again soon" rather than wait.
     #[error("password hashing is at capacity")]
     Busy,
     /// Argon2 or the random source failed, or the workers are gone.
@@ -56,6 +61,25 @@ enum Task {
     ),
 }
 
+impl Task {
+    /// Whether the requester stopped waiting for the answer.
+    fn abandoned(&self) -> bool {
+        match self {
+            Self::Hash(reply) => reply.is_closed(),
+            Self::Verify(_, reply) => reply.is_closed(),
+        }
+    }
+
+    /// Answers `Busy` without hashing.
+    fn refuse(self) {
+        // The requester may have gone since; nobody is left to tell then.
+        let _ = match self {
+            Self::Hash(reply) => reply.send(Err(HashError::Busy)).is_ok(),
+            Self::Verify(_, reply) => reply.send(Err(HashError::Busy)).is_ok(),
+        };
+    }
+}
+
 /// The outcome of checking a password against a stored hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
@@ -79,9 +103,10 @@ pub struct PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// Starts `workers` hashing threads (at least one) with room for `queue` waiting jobs. The
+    /// Starts `workers` hashing threads (at least one) with room for `queue` waiting jobs. A
+    /// job that waited longer than `max_wait` is answered `Busy` when its turn comes. The
     /// threads end when the last clone of the hasher is dropped.
-    pub fn new(workers: usize, queue: usize) -> std::io::Result<Self> {
+    pub fn new(workers: usize, queue: usize, max_wait: Duration) -> std::io::Result<Self> {
         let (jobs, inbox) = crossbeam_channel::bounded(queue);
         let completed = Arc::new(AtomicU64::new(0));
         for index in 0..workers.max(1) {
@@ -89,7 +114,7 @@ impl PasswordHasher {
             let completed = Arc::clone(&completed);
             std::thread::Builder::new()
                 .name(format!("admit-hash-{index}"))
-                .spawn(move || work(&inbox, &completed))?;
+                .spawn(move || work(&inbox, &completed, max_wait))?;
         }
         Ok(Self { jobs, completed })
     }
@@ -147,7 +172,7 @@ impl PasswordHasher {
 
 /// One worker: its memory is allocated at the first job, reused for every later one, and given
 /// back after [`IDLE_RELEASE`] without work.
-fn work(inbox: &Receiver<Job>, completed: &AtomicU64) {
+fn work(inbox: &Receiver<Job>, completed: &AtomicU64, max_wait: Duration) {
     yield_to_requests();
     let params = Params::default();
     let mut memory: Vec<Block> = Vec::new();
@@ -163,12 +188,26 @@ fn work(inbox: &Receiver<Job>, completed: &AtomicU64) {
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         };
-        metrics::histogram!(crate::metrics::HASH_QUEUE_WAIT)
-            .record(job.queued_at.elapsed().as_secs_f64());
+        let waited = job.queued_at.elapsed();
+        metrics::histogram!(crate::metrics::HASH_QUEUE_WAIT).record(waited.as_secs_f64());
+        // A requester that gave up (its deadline passed, its client went away) no longer
+        // wants the answer: hashing for it anyway kept the workers busy with dead jobs, so
+        // under a backlog longer than the deadline every later job timed out too, and
+        // accepted sign-ups fell to a quarter of the hashing rate.
+        // Skipping those whose wait already ate most of their deadline matters as much: one
+        // picked just before it expires would expire during its hash.
+        if job.task.abandoned() {
+            metrics::counter!(crate::metrics::HASH_ABANDONED).increment(1);
+            continue;
+        }
+        if waited > max_wait {
+            metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
+            job.task.refuse();
+            continue;
+        }
         if memory.is_empty() {
             memory = vec![Block::default(); params.block_count()];
         }
-        // The requester may have gone (its client disconnected); nothing to do then.
         match job.task {
             Task::Hash(reply) => {
                 let result = hash_into(&params, &job.password, &mut memory);
@@ -328,6 +367,9 @@ mod tests {
     use super::*;
     use crate::domain::PasswordPolicy;
 
+    /// Longer than any test waits.
+    const WAIT: Duration = Duration::from_secs(60);
+
     fn password() -> Password {
         Password::parse(
             "correct horse battery staple",
@@ -339,7 +381,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_from_reused_memory_verify_and_differ_by_salt() {
-        let hasher = PasswordHasher::new(1, 4).unwrap();
+        let hasher = PasswordHasher::new(1, 4, WAIT).unwrap();
         let password = password();
         let first = hasher.hash(password.clone()).await.unwrap();
         let second = hasher.hash(password).await.unwrap();
@@ -364,7 +406,7 @@ mod tests {
 
     #[tokio::test]
     async fn verification_matches_only_the_right_password_and_flags_old_parameters() {
-        let hasher = PasswordHasher::new(1, 4).unwrap();
+        let hasher = PasswordHasher::new(1, 4, WAIT).unwrap();
         let parse = |raw: &str| Password::parse(raw, PasswordPolicy::default(), &[]).unwrap();
         let stored = hasher
             .hash(parse("correct horse battery staple"))
@@ -418,7 +460,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_answers_busy_at_once() {
-        let hasher = PasswordHasher::new(1, 1).unwrap();
+        let hasher = PasswordHasher::new(1, 1, WAIT).unwrap();
         let password = password();
         let pending: Vec<_> = (0..8)
             .map(|_| {
@@ -441,10 +483,55 @@ mod tests {
         assert!(hashed >= 1);
     }
 
+    #[test]
+    fn jobs_whose_requester_gave_up_or_that_waited_too_long_are_not_hashed() {
+        let (jobs, inbox) = crossbeam_channel::bounded(8);
+        let job = |task| Job {
+            queued_at: std::time::Instant::now(),
+            password: password(),
+            task,
+        };
+        let (late, late_answer) = oneshot::channel();
+        let (late_check, late_check_answer) = oneshot::channel();
+        for task in [Task::Hash(late), Task::Verify(None, late_check)] {
+            jobs.send(Job {
+                queued_at: std::time::Instant::now() - WAIT - Duration::from_secs(1),
+                ..job(task)
+            })
+            .unwrap();
+        }
+        let (gave_up, dropped) = oneshot::channel();
+        drop(dropped);
+        let (verify_gave_up, dropped) = oneshot::channel();
+        drop(dropped);
+        let (waits, answer) = oneshot::channel();
+        jobs.send(job(Task::Hash(gave_up))).unwrap();
+        jobs.send(job(Task::Verify(None, verify_gave_up))).unwrap();
+        jobs.send(job(Task::Hash(waits))).unwrap();
+        drop(jobs);
+        let completed = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&completed);
+        // Its own thread: a worker puts its thread in the idle class. It returns once the
+        // queue is empty and closed.
+        std::thread::spawn(move || work(&inbox, &counted, WAIT))
+            .join()
+            .unwrap();
+        assert!(matches!(
+            late_answer.blocking_recv(),
+            Ok(Err(HashError::Busy))
+        ));
+        assert!(matches!(
+            late_check_answer.blocking_recv(),
+            Ok(Err(HashError::Busy))
+        ));
+        assert!(answer.blocking_recv().unwrap().is_ok());
+        assert_eq!(completed.load(Ordering::Relaxed), 1);
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn hashing_threads_run_in_the_idle_scheduling_class() {
-        let hasher = PasswordHasher::new(1, 1).unwrap();
+        let hasher = PasswordHasher::new(1, 1, WAIT).unwrap();
         let password = password();
         // Once a hash is back, its thread has set its class.
         hasher.hash(password).await.unwrap();
