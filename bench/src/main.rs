@@ -521,6 +521,27 @@ async fn graphql(
     Ok(client.post(url).json(&body).send().await?.json().await?)
 }
 
+/// What a `register` call was answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SignUpAnswer {
+    Accepted,
+    /// `SERVICE_UNAVAILABLE`: the hashing queue was full, or the sign-up waited too long.
+    Busy,
+    Other,
+}
+
+impl SignUpAnswer {
+    fn of(answer: &anyhow::Result<Value>) -> Self {
+        match answer {
+            Ok(body) if body["data"]["register"]["accepted"] == true => Self::Accepted,
+            Ok(body) if body["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE" => {
+                Self::Busy
+            }
+            _ => Self::Other,
+        }
+    }
+}
+
 /// Every confirmation token mailed so far, by recipient, read from admit's `.eml` files.
 fn mailed_tokens(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let mut found = Vec::new();
@@ -1074,25 +1095,30 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
             let (url, stop) = (url.clone(), stop.clone());
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
-                let (mut n, mut accepted) = (0u64, 0u64);
+                let (mut n, mut accepted, mut busy) = (0u64, 0u64, 0u64);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let input = json!({ "input": { "email": format!("flood{worker}x{n}@bench.test"), "password": PASSWORD } });
                     let answer = graphql(&client, &url, "mutation($input: RegisterInput!) { register(input: $input) { accepted } }", input).await;
                     n += 1;
-                    accepted += u64::from(matches!(answer, Ok(body) if body["data"]["register"]["accepted"] == true));
+                    match SignUpAnswer::of(&answer) {
+                        SignUpAnswer::Accepted => accepted += 1,
+                        SignUpAnswer::Busy => busy += 1,
+                        SignUpAnswer::Other => {}
+                    }
                 }
-                (n, accepted)
+                (n, accepted, busy)
             })
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (flood_confirm, flood_policy) = probe().await?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut signups, mut accepted) = (0, 0);
+    let (mut signups, mut accepted, mut busy) = (0, 0, 0);
     for flooder in flooders {
-        let (answered, taken) = flooder.await?;
+        let (answered, taken, refused) = flooder.await?;
         signups += answered;
         accepted += taken;
+        busy += refused;
     }
     let mut summary = Summary::new();
     println!("| operation | p50 / p99 alone | p50 / p99 during 256 sign-ups in flight |");
@@ -1109,9 +1135,10 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
         ));
     }
     println!(
-        "({} s each; during the flood {signups} sign-ups were answered, {accepted} accepted: {:.1}/s)",
+        "({} s each; during the flood {signups} sign-ups were answered: {accepted} accepted ({:.1}/s), {busy} busy, {} other)",
         duration.as_secs(),
-        accepted as f64 / duration.as_secs_f64()
+        accepted as f64 / duration.as_secs_f64(),
+        signups - accepted - busy
     );
     Ok(summary)
 }
@@ -1449,19 +1476,13 @@ async fn register_throughput(
                     n += 1;
                     let sent = Instant::now();
                     let answer = graphql(&client, url, register, input).await;
-                    match answer {
-                        Ok(body) if body["data"]["register"]["accepted"] == true => {
-                            latencies.record(
-                                micros_since(sent),
-                            )?;
+                    match SignUpAnswer::of(&answer) {
+                        SignUpAnswer::Accepted => {
+                            latencies.record(micros_since(sent))?;
                             accepted += 1;
                         }
-                        Ok(body)
-                            if body["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE" =>
-                        {
-                            busy += 1;
-                        }
-                        _ => other += 1,
+                        SignUpAnswer::Busy => busy += 1,
+                        SignUpAnswer::Other => other += 1,
                     }
                 }
                 anyhow::Ok((latencies, accepted, busy, other))
