@@ -70,13 +70,12 @@ impl Task {
         }
     }
 
-    /// Answers `Busy` without hashing.
+    /// Answers `Busy` without hashing. A requester that has gone since gets nothing.
     fn refuse(self) {
-        // The requester may have gone since; nobody is left to tell then.
-        let _ = match self {
-            Self::Hash(reply) => reply.send(Err(HashError::Busy)).is_ok(),
-            Self::Verify(_, reply) => reply.send(Err(HashError::Busy)).is_ok(),
-        };
+        match self {
+            Self::Hash(reply) => drop(reply.send(Err(HashError::Busy))),
+            Self::Verify(_, reply) => drop(reply.send(Err(HashError::Busy))),
+        }
     }
 }
 
@@ -194,12 +193,11 @@ fn work(inbox: &Receiver<Job>, completed: &AtomicU64, max_wait: Duration) {
         // wants the answer: hashing for it anyway kept the workers busy with dead jobs, so
         // under a backlog longer than the deadline every later job timed out too, and
         // accepted sign-ups fell to a quarter of the hashing rate.
-        // Skipping those whose wait already ate most of their deadline matters as much: one
-        // picked just before it expires would expire during its hash.
         if job.task.abandoned() {
             metrics::counter!(crate::metrics::HASH_ABANDONED).increment(1);
             continue;
         }
+        // One whose wait already ate most of its deadline would expire during its hash.
         if waited > max_wait {
             metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
             job.task.refuse();
