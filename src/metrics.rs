@@ -36,8 +36,9 @@ pub const MAIL_FAILED: &str = "admit_mail_failed_total";
 pub const MAIL_DEAD: &str = "admit_mail_dead_total";
 /// Time a password waited for a hashing thread.
 pub const HASH_QUEUE_WAIT: &str = "admit_hash_queue_wait_seconds";
-/// Sign-ups turned away because the hashing queue was full, or because they waited too long
-/// for their turn to finish within their deadline.
+/// Sign-ups turned away because the hashing queue was full (or gave way there to another
+/// client network's), or because they waited too long for their turn to finish within their
+/// deadline.
 pub const HASH_REJECTED: &str = "admit_hash_rejected_total";
 /// Hashes skipped because their requester had stopped waiting (deadline or disconnect).
 pub const HASH_ABANDONED: &str = "admit_hash_abandoned_total";

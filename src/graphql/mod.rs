@@ -317,6 +317,7 @@ impl Mutation {
             |current| {
                 recovery::change_password(
                     &state.accounts,
+                    client(ctx),
                     &viewer.user,
                     viewer.session.id,
                     current,
@@ -428,7 +429,9 @@ impl Mutation {
             state,
             &password,
             email_change::DeleteAccountError::InvalidCredentials,
-            |password| email_change::delete_account(&state.accounts, &viewer.user, password),
+            |password| {
+                email_change::delete_account(&state.accounts, client(ctx), &viewer.user, password)
+            },
         )
         .await;
         if outcome.is_ok() {

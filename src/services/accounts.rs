@@ -218,7 +218,7 @@ pub async fn register(
     .await??;
     let password_hash = state
         .hasher
-        .hash(account.password)
+        .hash(client, account.password)
         .await
         .map_err(anyhow::Error::from)?;
     let token = new_token()?;

@@ -122,7 +122,7 @@ pub async fn request_email_change(
     new_email: EmailAddress,
     password: Password,
 ) -> Result<(), RequestEmailChangeError> {
-    if !sign_in::proves_password(&accounts.db, &accounts.hasher, user, password).await?? {
+    if !sign_in::proves_password(&accounts.db, &accounts.hasher, client, user, password).await?? {
         tracing::info!(user_id = %user.id, "email change refused: wrong password");
         return Err(RequestEmailChangeError::InvalidCredentials);
     }
@@ -332,10 +332,11 @@ async fn move_to(
 /// Deletes the signed-in `user`'s account, given its password; see the module's description.
 pub async fn delete_account(
     accounts: &Accounts,
+    client: ClientNetwork,
     user: &users::Model,
     password: Password,
 ) -> Result<(), DeleteAccountError> {
-    if !sign_in::proves_password(&accounts.db, &accounts.hasher, user, password).await?? {
+    if !sign_in::proves_password(&accounts.db, &accounts.hasher, client, user, password).await?? {
         tracing::info!(user_id = %user.id, "account deletion refused: wrong password");
         return Err(DeleteAccountError::InvalidCredentials);
     }

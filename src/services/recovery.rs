@@ -169,7 +169,7 @@ pub async fn reset_password(
         new_account_password(accounts, &user, new_password).map_err(ResetError::InvalidPassword)?;
     let password_hash = accounts
         .hasher
-        .hash(password)
+        .hash(client, password)
         .await
         .map_err(anyhow::Error::from)?;
 
@@ -214,12 +214,21 @@ pub async fn reset_password(
 /// see the module's description. Returns the account.
 pub async fn change_password(
     accounts: &Accounts,
+    client: ClientNetwork,
     user: &users::Model,
     current: Uuid,
     current_password: Password,
     new_password: &str,
 ) -> Result<users::Model, ChangePasswordError> {
-    if !sign_in::proves_password(&accounts.db, &accounts.hasher, user, current_password).await?? {
+    if !sign_in::proves_password(
+        &accounts.db,
+        &accounts.hasher,
+        client,
+        user,
+        current_password,
+    )
+    .await??
+    {
         tracing::info!(user_id = %user.id, "password change refused: wrong current password");
         return Err(ChangePasswordError::InvalidCredentials);
     }
@@ -227,7 +236,7 @@ pub async fn change_password(
         .map_err(ChangePasswordError::InvalidPassword)?;
     let password_hash = accounts
         .hasher
-        .hash(password)
+        .hash(client, password)
         .await
         .map_err(anyhow::Error::from)?;
 

@@ -104,6 +104,7 @@ pub async fn sign_in(
     let verification = sessions
         .hasher
         .verify(
+            client,
             request.password.clone(),
             user.as_ref().map(|user| user.password_hash.clone()),
         )
@@ -115,7 +116,7 @@ pub async fn sign_in(
     };
     forget_failures(&sessions.db, key).await?;
     if rehash {
-        rehash_password(sessions, &user, request.password).await?;
+        rehash_password(sessions, client, &user, request.password).await?;
     }
     if user.confirmed_at.is_none() {
         tracing::info!(user_id = %user.id, "sign-in refused: email not confirmed");
@@ -190,6 +191,7 @@ fn wait_after(failures: i32) -> Option<TimeDelta> {
 pub(super) async fn proves_password(
     db: &DatabaseConnection,
     hasher: &PasswordHasher,
+    client: ClientNetwork,
     user: &users::Model,
     password: Password,
 ) -> anyhow::Result<Result<bool, RateLimited>> {
@@ -197,7 +199,7 @@ pub(super) async fn proves_password(
         return Ok(Err(limited));
     }
     let verified = hasher
-        .verify(password, Some(user.password_hash.clone()))
+        .verify(client, password, Some(user.password_hash.clone()))
         .await?;
     if verified == Verification::Mismatch {
         return Ok(Ok(false));
@@ -218,10 +220,11 @@ pub(super) async fn forget_failures<C: ConnectionTrait>(db: &C, key: &str) -> Re
 /// password changed meanwhile.
 async fn rehash_password(
     sessions: &Sessions,
+    client: ClientNetwork,
     user: &users::Model,
     password: Password,
 ) -> anyhow::Result<()> {
-    let fresh = sessions.hasher.hash(password).await?;
+    let fresh = sessions.hasher.hash(client, password).await?;
     let updated = users::Entity::update_many()
         .col_expr(
             users::Column::PasswordHash,

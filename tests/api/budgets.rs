@@ -1,6 +1,12 @@
 //! What one client can make admit spend: a budget of costly requests per client network and
 //! minute (kept in the database), at most two costly operations per HTTP request, no hashing for
-//! a request that will be refused anyway, and a bounded hashing queue.
+//! a request that will be refused anyway, and a bounded hashing queue in which client networks
+//! take turns.
+
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
@@ -229,4 +235,70 @@ async fn a_full_hashing_queue_answers_service_unavailable_at_once() {
     assert!(accepted >= 1 && unavailable >= 1, "{answers:?}");
     assert_eq!(accepted + unavailable, 40);
     assert_eq!(app.hasher.completed(), accepted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_from_another_network_is_hashed_before_a_flood_queued_ahead_of_it() {
+    // One hashing thread, and a deadline that hashing at idle priority on a busy machine does
+    // not reach: this test is about the order of the queue, not its speed.
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &["--hash-concurrency", "1", "--db-timeout", "25s"],
+    )
+    .await;
+    let flooder = client_from("127.0.0.2");
+    let other = client_from("127.0.0.3");
+    const FLOOD: usize = 24;
+    let answered = AtomicUsize::new(0);
+    let flood = futures::future::join_all((0..FLOOD).map(|i| {
+        let (app, flooder, answered) = (&app, &flooder, &answered);
+        async move {
+            let (status, body) = app
+                .post_graphql_with(
+                    flooder,
+                    REGISTER,
+                    json!({ "input": { "email": format!("flood{i}@example.com"), "password": PASSWORD } }),
+                )
+                .await;
+            answered.fetch_add(1, Ordering::SeqCst);
+            (status, body)
+        }
+    }));
+    let late_comer = async {
+        // Once most of the flood waits for the thread...
+        tokio::time::timeout(Duration::from_secs(25), async {
+            while app.hasher.waiting() < FLOOD / 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the flood never queued");
+        let before = answered.load(Ordering::SeqCst);
+        let (_, body) = app
+            .post_graphql_with(
+                &other,
+                REGISTER,
+                json!({ "input": { "email": "late@example.com", "password": PASSWORD } }),
+            )
+            .await;
+        (body, answered.load(Ordering::SeqCst) - before)
+    };
+    let (flood, (late, flood_answered_meanwhile)) = tokio::join!(flood, late_comer);
+    assert_eq!(late["data"]["register"]["accepted"], true, "{late}");
+    // ...the other network's sign-up waits for the flood's job being hashed and for one more
+    // (the flood's turn came first), not for the dozen queued before it. One more may finish
+    // while the late comer's answer is written.
+    assert!(
+        flood_answered_meanwhile <= 3,
+        "{flood_answered_meanwhile} of the flood were answered first"
+    );
+    let mut accepted = 0u64;
+    for (status, body) in &flood {
+        if body["data"]["register"]["accepted"] == true {
+            accepted += 1;
+        } else {
+            assert_eq!(*status, 503, "{body}");
+        }
+    }
+    assert_eq!(app.hasher.completed(), accepted + 1);
 }

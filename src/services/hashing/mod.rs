@@ -4,7 +4,8 @@
 //! the freed memory of every thread that ever hashed (over a gigabyte after a burst of sign-ups),
 //! so instead each worker allocates its blocks once and hashes into them for its whole life, and
 //! a bounded queue in front of the workers answers "busy" at once rather than letting waiting
-//! requests pile up. A job that waited too long to finish within its request's deadline is
+//! requests pile up. Client networks take turns in that queue (see [`queue`]). A job that
+//! waited too long to finish within its request's deadline is
 //! answered "busy" when its turn comes, unhashed: hashes go only to requests that can still use
 //! them.
 
@@ -20,10 +21,12 @@ use argon2::{
     Algorithm, Argon2, Block, Params, Version,
     password_hash::phc::{Output, ParamsString, PasswordHash, Salt},
 };
-use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::domain::Password;
+use self::queue::{FairQueue, Next, Pushed};
+use crate::domain::{ClientNetwork, Password};
+
+mod queue;
 
 /// Bytes of salt per hash (the PHC string format's recommendation).
 const SALT_BYTES: usize = 16;
@@ -93,12 +96,22 @@ pub enum Verification {
 }
 
 /// Computes Argon2id hashes (the argon2 crate's defaults: OWASP's m = 19 MiB, t = 2, p = 1) on
-/// `workers` dedicated threads behind a queue of `queue` waiting jobs. Memory is bounded by the
-/// worker count, and the runtime's threads never hash.
+/// `workers` dedicated threads behind a queue of `queue` waiting jobs, in which client networks
+/// take turns. Memory is bounded by the worker count, and the runtime's threads never hash.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    jobs: Sender<Job>,
+    jobs: Arc<Jobs>,
     completed: Arc<AtomicU64>,
+}
+
+/// The hasher's end of the queue: when the last clone of the hasher is dropped, the workers
+/// finish what waits and end.
+struct Jobs(Arc<FairQueue<ClientNetwork, Job>>);
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl PasswordHasher {
@@ -106,10 +119,11 @@ impl PasswordHasher {
     /// job that waited longer than `max_wait` is answered `Busy` when its turn comes. The
     /// threads end when the last clone of the hasher is dropped.
     pub fn new(workers: usize, queue: usize, max_wait: Duration) -> std::io::Result<Self> {
-        let (jobs, inbox) = crossbeam_channel::bounded(queue);
+        let inbox = Arc::new(FairQueue::new(queue));
+        let jobs = Arc::new(Jobs(Arc::clone(&inbox)));
         let completed = Arc::new(AtomicU64::new(0));
         for index in 0..workers.max(1) {
-            let inbox = inbox.clone();
+            let inbox = Arc::clone(&inbox);
             let completed = Arc::clone(&completed);
             std::thread::Builder::new()
                 .name(format!("admit-hash-{index}"))
@@ -118,11 +132,15 @@ impl PasswordHasher {
         Ok(Self { jobs, completed })
     }
 
-    /// The PHC string of a fresh Argon2id hash of `password`, with a random salt; `Busy` at once
-    /// when the queue is full.
-    pub async fn hash(&self, password: Password) -> Result<String, HashError> {
+    /// The PHC string of a fresh Argon2id hash of `password`, with a random salt, hashed in
+    /// `client`'s turn; `Busy` at once when the queue is full (see [`queue`]).
+    pub async fn hash(
+        &self,
+        client: ClientNetwork,
+        password: Password,
+    ) -> Result<String, HashError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(password, Task::Hash(reply))?;
+        self.submit(client, password, Task::Hash(reply))?;
         answer
             .await
             .map_err(|_| HashError::Failed("a hashing thread stopped".to_owned()))?
@@ -130,36 +148,51 @@ impl PasswordHasher {
 
     /// Checks `password` against the PHC string `stored`. With `None` (no such account) the
     /// same work is done against a dummy, so that the time taken does not tell whether an
-    /// account exists. A stored string that does not parse never matches.
+    /// account exists. A stored string that does not parse never matches. Queued in `client`'s
+    /// turn, as [`hash`](Self::hash) is.
     pub async fn verify(
         &self,
+        client: ClientNetwork,
         password: Password,
         stored: Option<String>,
     ) -> Result<Verification, HashError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(password, Task::Verify(stored, reply))?;
+        self.submit(client, password, Task::Verify(stored, reply))?;
         answer
             .await
             .map_err(|_| HashError::Failed("a hashing thread stopped".to_owned()))?
     }
 
-    /// Queues a job, or answers `Busy` at once when the queue is full.
-    fn submit(&self, password: Password, task: Task) -> Result<(), HashError> {
-        self.jobs
-            .try_send(Job {
-                queued_at: std::time::Instant::now(),
-                password,
-                task,
-            })
-            .map_err(|err| match err {
-                TrySendError::Full(_) => {
-                    metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
-                    HashError::Busy
-                }
-                TrySendError::Disconnected(_) => {
-                    HashError::Failed("the hashing threads are gone".to_owned())
-                }
-            })
+    /// Queues a job, or answers `Busy` at once when the queue is full and `client` has the
+    /// most jobs waiting. A job of a busier network that gave way is answered `Busy`.
+    fn submit(
+        &self,
+        client: ClientNetwork,
+        password: Password,
+        task: Task,
+    ) -> Result<(), HashError> {
+        let job = Job {
+            queued_at: std::time::Instant::now(),
+            password,
+            task,
+        };
+        match self.jobs.0.push(client, job) {
+            Pushed::Queued => Ok(()),
+            Pushed::Displaced(other) => {
+                metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
+                other.task.refuse();
+                Ok(())
+            }
+            Pushed::Full(_) => {
+                metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
+                Err(HashError::Busy)
+            }
+        }
+    }
+
+    /// How many jobs wait for a thread.
+    pub fn waiting(&self) -> usize {
+        self.jobs.0.len()
     }
 
     /// How many hashes have been computed since start: lets tests and metrics see that a
@@ -171,21 +204,21 @@ impl PasswordHasher {
 
 /// One worker: its memory is allocated at the first job, reused for every later one, and given
 /// back after [`IDLE_RELEASE`] without work.
-fn work(inbox: &Receiver<Job>, completed: &AtomicU64, max_wait: Duration) {
+fn work(inbox: &FairQueue<ClientNetwork, Job>, completed: &AtomicU64, max_wait: Duration) {
     yield_to_requests();
     let params = Params::default();
     let mut memory: Vec<Block> = Vec::new();
     loop {
-        let job = match inbox.recv_timeout(IDLE_RELEASE) {
-            Ok(job) => job,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+        let job = match inbox.pop(IDLE_RELEASE) {
+            Next::Job(job) => job,
+            Next::Idle => {
                 if !memory.is_empty() {
                     memory = Vec::new();
                     return_free_memory();
                 }
                 continue;
             }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            Next::Closed => return,
         };
         let waited = job.queued_at.elapsed();
         metrics::histogram!(crate::metrics::HASH_QUEUE_WAIT).record(waited.as_secs_f64());
@@ -368,6 +401,10 @@ mod tests {
     /// Longer than any test waits.
     const WAIT: Duration = Duration::from_secs(60);
 
+    fn client() -> ClientNetwork {
+        ClientNetwork::anonymous()
+    }
+
     fn password() -> Password {
         Password::parse(
             "correct horse battery staple",
@@ -381,8 +418,8 @@ mod tests {
     async fn hashes_from_reused_memory_verify_and_differ_by_salt() {
         let hasher = PasswordHasher::new(1, 4, WAIT).unwrap();
         let password = password();
-        let first = hasher.hash(password.clone()).await.unwrap();
-        let second = hasher.hash(password).await.unwrap();
+        let first = hasher.hash(client(), password.clone()).await.unwrap();
+        let second = hasher.hash(client(), password).await.unwrap();
         assert_ne!(first, second);
         assert!(
             first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
@@ -407,26 +444,35 @@ mod tests {
         let hasher = PasswordHasher::new(1, 4, WAIT).unwrap();
         let parse = |raw: &str| Password::parse(raw, PasswordPolicy::default(), &[]).unwrap();
         let stored = hasher
-            .hash(parse("correct horse battery staple"))
+            .hash(client(), parse("correct horse battery staple"))
             .await
             .unwrap();
         let right = hasher
-            .verify(parse("correct horse battery staple"), Some(stored.clone()))
+            .verify(
+                client(),
+                parse("correct horse battery staple"),
+                Some(stored.clone()),
+            )
             .await
             .unwrap();
         assert_eq!(right, Verification::Match { rehash: false });
         let wrong = hasher
-            .verify(parse("correct horse battery stapler"), Some(stored))
+            .verify(
+                client(),
+                parse("correct horse battery stapler"),
+                Some(stored),
+            )
             .await
             .unwrap();
         assert_eq!(wrong, Verification::Mismatch);
         let nothing = hasher
-            .verify(parse("correct horse battery staple"), None)
+            .verify(client(), parse("correct horse battery staple"), None)
             .await
             .unwrap();
         assert_eq!(nothing, Verification::Mismatch);
         let garbage = hasher
             .verify(
+                client(),
                 parse("correct horse battery staple"),
                 Some("$2b$10$x".to_owned()),
             )
@@ -448,7 +494,7 @@ mod tests {
             .unwrap()
             .to_string();
             let outcome = hasher
-                .verify(parse("correct horse battery staple"), Some(old))
+                .verify(client(), parse("correct horse battery staple"), Some(old))
                 .await
                 .unwrap();
             assert_eq!(outcome, Verification::Match { rehash: true });
@@ -464,7 +510,7 @@ mod tests {
             .map(|_| {
                 let hasher = hasher.clone();
                 let password = password.clone();
-                tokio::spawn(async move { hasher.hash(password).await })
+                tokio::spawn(async move { hasher.hash(client(), password).await })
             })
             .collect();
         let mut busy = 0;
@@ -483,7 +529,8 @@ mod tests {
 
     #[test]
     fn jobs_whose_requester_gave_up_or_that_waited_too_long_are_not_hashed() {
-        let (jobs, inbox) = crossbeam_channel::bounded(8);
+        let inbox = FairQueue::new(8);
+        let send = |job| assert!(matches!(inbox.push(client(), job), Pushed::Queued));
         let job = |task| Job {
             queued_at: std::time::Instant::now(),
             password: password(),
@@ -492,21 +539,20 @@ mod tests {
         let (late, late_answer) = oneshot::channel();
         let (late_check, late_check_answer) = oneshot::channel();
         for task in [Task::Hash(late), Task::Verify(None, late_check)] {
-            jobs.send(Job {
+            send(Job {
                 queued_at: std::time::Instant::now() - WAIT - Duration::from_secs(1),
                 ..job(task)
-            })
-            .unwrap();
+            });
         }
         let (gave_up, dropped) = oneshot::channel();
         drop(dropped);
         let (verify_gave_up, dropped) = oneshot::channel();
         drop(dropped);
         let (waits, answer) = oneshot::channel();
-        jobs.send(job(Task::Hash(gave_up))).unwrap();
-        jobs.send(job(Task::Verify(None, verify_gave_up))).unwrap();
-        jobs.send(job(Task::Hash(waits))).unwrap();
-        drop(jobs);
+        send(job(Task::Hash(gave_up)));
+        send(job(Task::Verify(None, verify_gave_up)));
+        send(job(Task::Hash(waits)));
+        inbox.close();
         let completed = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&completed);
         // Its own thread: a worker puts its thread in the idle class. It returns once the
@@ -532,7 +578,7 @@ mod tests {
         let hasher = PasswordHasher::new(1, 1, WAIT).unwrap();
         let password = password();
         // Once a hash is back, its thread has set its class.
-        hasher.hash(password).await.unwrap();
+        hasher.hash(client(), password).await.unwrap();
         let mut hashing = 0;
         for task in std::fs::read_dir("/proc/self/task").unwrap() {
             let task = task.unwrap().path();
