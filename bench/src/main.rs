@@ -43,7 +43,8 @@
 //!
 //! `flood-latency`: the p50/p99 of `confirmAccount` (one client, one request at a time) and
 //! of `passwordPolicy` while 256 connections keep signing up, against the same without the
-//! flood, in the same run.
+//! flood, in the same run; then 20 sign-ups in turn from a second client network (127.0.0.3),
+//! the p50 and the slowest, against the same without the flood.
 //!
 //! ```sh
 //! cargo build --release -p admit -p admit-bench
@@ -1048,6 +1049,9 @@ async fn confirm_throughput(
     Ok(summary)
 }
 
+/// Sign-ups from a second client network in `flood-latency`, alone and during the flood.
+const OTHER_SIGN_UPS: usize = 20;
+
 async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summary> {
     let admit = Admit::start(binary, &[("ADMIT_IP_RATE_LIMIT", "0")]).await?;
     let client = reqwest::Client::new();
@@ -1088,6 +1092,35 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
         anyhow::Ok((confirms, policies))
     };
     let (calm_confirm, calm_policy) = probe().await?;
+    // Sign-ups from another client network, one at a time: how long one waits behind the
+    // flood's queued hashes.
+    let other = reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
+        .build()?;
+    let late_comer = |round: &'static str| {
+        let (other, url) = (&other, &url);
+        async move {
+            let mut latency = hdrhistogram::Histogram::<u64>::new(3)?;
+            let mut accepted = 0;
+            for i in 0..OTHER_SIGN_UPS {
+                let input = json!({ "input": { "email": format!("{round}{i}@other.test"), "password": PASSWORD } });
+                let sent = Instant::now();
+                let answer = graphql(
+                    other,
+                    url,
+                    "mutation($input: RegisterInput!) { register(input: $input) { accepted } }",
+                    input,
+                )
+                .await;
+                latency.record(micros_since(sent))?;
+                if SignUpAnswer::of(&answer) == SignUpAnswer::Accepted {
+                    accepted += 1;
+                }
+            }
+            anyhow::Ok((latency, accepted))
+        }
+    };
+    let (calm_other, _) = late_comer("calm").await?;
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flooders: Vec<_> = (0..256)
@@ -1112,6 +1145,7 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (flood_confirm, flood_policy) = probe().await?;
+    let (flood_other, other_accepted) = late_comer("flood").await?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut signups, mut accepted, mut busy) = (0, 0, 0);
     for flooder in flooders {
@@ -1134,6 +1168,26 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
             format!("alone: {}", p50_p99(calm)),
         ));
     }
+    let p50_max = |histogram: &hdrhistogram::Histogram<u64>| {
+        format!(
+            "{:.0} / {:.0} ms",
+            ms_at(histogram, 0.5),
+            histogram.max() as f64 / 1000.0
+        )
+    };
+    println!(
+        "| register from another network ({OTHER_SIGN_UPS} in turn), p50 / max | {} | {}, {other_accepted} accepted |",
+        p50_max(&calm_other),
+        p50_max(&flood_other)
+    );
+    summary.push(row(
+        "register from another network, p50 / max, while 256 connections sign up",
+        format!(
+            "{}, {other_accepted} of {OTHER_SIGN_UPS} accepted",
+            p50_max(&flood_other)
+        ),
+        format!("alone: {}", p50_max(&calm_other)),
+    ));
     println!(
         "({} s each; during the flood {signups} sign-ups were answered: {accepted} accepted ({:.1}/s), {busy} busy, {} other)",
         duration.as_secs(),
