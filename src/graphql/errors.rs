@@ -7,6 +7,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use async_graphql::{Context, ErrorExtensions};
@@ -532,18 +533,19 @@ pub(super) fn app_state<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a AppS
 
 /// Logs `err` with the request id and returns an error that reveals nothing of it: async-graphql
 /// would otherwise show any error's `Display` text, database messages included. Failures that
-/// mean "busy or database unreachable" get `SERVICE_UNAVAILABLE`, so that clients know to try
-/// again; everything else `INTERNAL_SERVER_ERROR`. The log line is one line with the error's
+/// mean "busy or database unreachable" get `SERVICE_UNAVAILABLE` and `retryAfterSeconds`, so
+/// that clients know to try again and when; everything else `INTERNAL_SERVER_ERROR`. The log line is one line with the error's
 /// chain; the backtrace, where there is one, only at debug level.
 pub(super) fn internal(ctx: &Context<'_>, err: &anyhow::Error) -> async_graphql::Error {
     let request_id = ctx
         .data_opt::<RequestId>()
         .map_or_else(String::new, |id| id.0.clone());
-    let (code, message) = if is_unavailable(err) {
-        tracing::warn!(request_id = %request_id, error = %format_args!("{err:#}"), "service unavailable");
+    let retry_after = unavailable(err);
+    let (code, message) = if let Some(wait) = retry_after {
+        tracing::warn!(request_id = %request_id, error = %format_args!("{err:#}"), retry_after = ?wait, "service unavailable");
         (
             "SERVICE_UNAVAILABLE",
-            "The service is busy or cannot reach its database. Try again in a few seconds.",
+            "The service is busy or cannot reach its database. Try again after retryAfterSeconds.",
         )
     } else {
         tracing::error!(request_id = %request_id, error = %format_args!("{err:#}"), "internal error");
@@ -553,31 +555,47 @@ pub(super) fn internal(ctx: &Context<'_>, err: &anyhow::Error) -> async_graphql:
     async_graphql::Error::new(message).extend_with(|_, ext| {
         ext.set("code", code);
         ext.set("requestId", request_id.clone());
+        if let Some(wait) = retry_after {
+            // Whole seconds, rounded up, as `Retry-After` counts them.
+            ext.set(
+                "retryAfterSeconds",
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            );
+        }
     })
 }
 
-/// Whether `err` means the service is overloaded or its database does not answer, rather than
-/// a bug: a full hashing queue, the deadline, no pooled connection, a broken connection, a
-/// statement timeout, or SQLite's write lock held past the busy timeout.
-fn is_unavailable(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
+/// The wait suggested when the database does not answer: a pool or a connection may be back
+/// in a moment, and nothing tells how long it will take.
+const DATABASE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// When to try again, if `err` means the service is overloaded or its database does not
+/// answer, rather than a bug: a full hashing queue (its own estimate), the deadline, no pooled
+/// connection, a broken connection, a statement timeout, or SQLite's write lock held past the
+/// busy timeout.
+fn unavailable(err: &anyhow::Error) -> Option<Duration> {
+    err.chain().find_map(|cause| {
         if let Some(hash) = cause.downcast_ref::<HashError>() {
-            return matches!(hash, HashError::Busy);
+            return match hash {
+                HashError::Busy { retry_after } => Some(*retry_after),
+                HashError::Failed(_) => None,
+            };
         }
-        if cause.is::<DeadlineExceeded>() {
-            return true;
-        }
-        if let Some(db) = cause.downcast_ref::<DbErr>() {
-            return match db {
+        let database_unavailable = if cause.is::<DeadlineExceeded>() {
+            true
+        } else if let Some(db) = cause.downcast_ref::<DbErr>() {
+            match db {
                 DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
                 DbErr::Exec(RuntimeErr::SqlxError(sqlx))
                 | DbErr::Query(RuntimeErr::SqlxError(sqlx)) => sqlx_unavailable(sqlx),
                 _ => false,
-            };
-        }
-        cause
-            .downcast_ref::<sqlx::Error>()
-            .is_some_and(sqlx_unavailable)
+            }
+        } else {
+            cause
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(sqlx_unavailable)
+        };
+        database_unavailable.then_some(DATABASE_RETRY_AFTER)
     })
 }
 

@@ -262,25 +262,34 @@ async fn execute(
         BatchResponse::Batch(responses) => responses,
     };
     let elapsed = started.elapsed().as_secs_f64();
-    let mut shaped: Vec<(StatusCode, serde_json::Value)> = responses
+    let mut shaped: Vec<(StatusCode, serde_json::Value, Option<u64>)> = responses
         .into_iter()
         .zip(operations)
         .map(|(response, operation)| {
             let request_error = is_request_error(&response);
             let outcome = outcome(&response, request_error);
+            let retry_after = retry_after(&response);
             let (status, body) = shape(response, request_error, media);
             metrics::counter!(crate::metrics::GRAPHQL_REQUESTS, "operation" => operation, "outcome" => outcome)
                 .increment(1);
             metrics::histogram!(crate::metrics::GRAPHQL_DURATION, "operation" => operation)
                 .record(elapsed);
-            (status, body)
+            (status, body, retry_after)
         })
         .collect();
     let mut response = if shaped.len() == 1 && !is_batch {
-        let (status, body) = shaped.remove(0);
-        json_response(status, &body, media)
+        let (status, body, retry_after) = shaped.remove(0);
+        let mut response = json_response(status, &body, media);
+        if status == StatusCode::SERVICE_UNAVAILABLE
+            && let Some(seconds) = retry_after
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     } else {
-        let bodies: Vec<_> = shaped.into_iter().map(|(_, body)| body).collect();
+        let bodies: Vec<_> = shaped.into_iter().map(|(_, body, _)| body).collect();
         json_response(StatusCode::OK, &bodies, media)
     };
     if let Some(cookie) = session
@@ -313,6 +322,20 @@ fn is_unavailable(error: &async_graphql::ServerError) -> bool {
         .as_ref()
         .and_then(|extensions| extensions.get("code"))
         .is_some_and(|code| *code == Value::from(SERVICE_UNAVAILABLE))
+}
+
+/// The longest `retryAfterSeconds` among a response's errors (those of `SERVICE_UNAVAILABLE`),
+/// for a 503's `Retry-After`.
+fn retry_after(response: &GqlResponse) -> Option<u64> {
+    response
+        .errors
+        .iter()
+        .filter_map(|error| error.extensions.as_ref()?.get("retryAfterSeconds"))
+        .filter_map(|seconds| match seconds {
+            Value::Number(number) => number.as_u64(),
+            _ => None,
+        })
+        .max()
 }
 
 /// The status and body of one GraphQL response. A request error (a document that does not

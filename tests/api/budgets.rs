@@ -210,25 +210,41 @@ async fn a_full_hashing_queue_answers_service_unavailable_at_once() {
     let answers = futures::future::join_all((0..40).map(|i| {
         let app = &app;
         async move {
-            app.post_graphql(
-                REGISTER,
-                json!({ "input": { "email": format!("burst{i}@example.com"), "password": PASSWORD } }),
-            )
-            .await
+            let response = app
+                .http
+                .post(app.url("/graphql"))
+                .json(&json!({
+                    "query": REGISTER,
+                    "variables": { "input": { "email": format!("burst{i}@example.com"), "password": PASSWORD } },
+                }))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|value| value.to_str().unwrap().to_owned());
+            let body: Value = response.json().await.unwrap();
+            (status, retry_after, body)
         }
     }))
     .await;
     let mut accepted = 0u64;
     let mut unavailable = 0u64;
-    for (status, body) in &answers {
+    for (status, retry_after, body) in &answers {
         if body["data"]["register"]["accepted"] == true {
             accepted += 1;
+            assert_eq!(*retry_after, None);
         } else {
             assert_eq!(*status, 503, "{body}");
-            assert_eq!(
-                body["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
-                "{body}"
-            );
+            let extensions = &body["errors"][0]["extensions"];
+            assert_eq!(extensions["code"], "SERVICE_UNAVAILABLE", "{body}");
+            // When to try again: the backlog at the hashing pace, at least a second, in the
+            // body and in the header alike.
+            let seconds = extensions["retryAfterSeconds"].as_u64().unwrap_or_default();
+            assert!((1..=60).contains(&seconds), "{body}");
+            assert_eq!(retry_after.as_deref(), Some(seconds.to_string().as_str()));
             unavailable += 1;
         }
     }

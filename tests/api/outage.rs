@@ -118,6 +118,8 @@ async fn with_postgres_unreachable_requests_fail_fast_and_readiness_goes_down_th
         body["errors"][0]["extensions"]["code"],
         "SERVICE_UNAVAILABLE"
     );
+    // Nothing tells when the database is back: the least wait.
+    assert_eq!(body["errors"][0]["extensions"]["retryAfterSeconds"], 1);
     let request_id = body["errors"][0]["extensions"]["requestId"]
         .as_str()
         .unwrap()

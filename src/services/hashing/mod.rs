@@ -30,6 +30,10 @@ mod queue;
 
 /// Bytes of salt per hash (the PHC string format's recommendation).
 const SALT_BYTES: usize = 16;
+/// The least wait suggested to a requester turned away.
+const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The most: a backlog longer than this is not worth estimating.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// A worker idle this long gives its memory back; the next hash allocates it again (a few
 /// milliseconds), so a burst's memory does not stay with the process for good.
 const IDLE_RELEASE: Duration = Duration::from_secs(5);
@@ -38,9 +42,14 @@ const IDLE_RELEASE: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     /// Every worker is busy and the queue is full, or the job waited too long for its turn:
-    /// the caller should answer "try again soon" rather than wait.
+    /// the caller should answer "try again" rather than wait. `retry_after` is how long the
+    /// jobs waiting now take, at the recent pace (at least [`MIN_RETRY_AFTER`]): sooner, the
+    /// queue is as long.
     #[error("password hashing is at capacity")]
-    Busy,
+    Busy {
+        /// When the queue may have room again.
+        retry_after: Duration,
+    },
     /// Argon2 or the random source failed, or the workers are gone.
     #[error("password hashing failed: {0}")]
     Failed(String),
@@ -74,10 +83,11 @@ impl Task {
     }
 
     /// Answers `Busy` without hashing. A requester that has gone since gets nothing.
-    fn refuse(self) {
+    fn refuse(self, retry_after: Duration) {
+        let busy = HashError::Busy { retry_after };
         match self {
-            Self::Hash(reply) => drop(reply.send(Err(HashError::Busy))),
-            Self::Verify(_, reply) => drop(reply.send(Err(HashError::Busy))),
+            Self::Hash(reply) => drop(reply.send(Err(busy))),
+            Self::Verify(_, reply) => drop(reply.send(Err(busy))),
         }
     }
 }
@@ -101,7 +111,47 @@ pub enum Verification {
 #[derive(Clone)]
 pub struct PasswordHasher {
     jobs: Arc<Jobs>,
-    completed: Arc<AtomicU64>,
+    pace: Arc<Pace>,
+}
+
+/// What the workers have done, shared with the hasher.
+struct Pace {
+    workers: u32,
+    /// Hashes computed since start.
+    completed: AtomicU64,
+    /// Recent wall time per hash, in microseconds: a moving average, 0 before the first.
+    micros_per_hash: AtomicU64,
+}
+
+impl Pace {
+    fn new(workers: usize) -> Self {
+        Self {
+            workers: u32::try_from(workers).unwrap_or(u32::MAX).max(1),
+            completed: AtomicU64::new(0),
+            micros_per_hash: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a hash that took `took`, from its start to its answer.
+    fn record(&self, took: Duration) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        // One worker's read and write may interleave with another's: an average off by one
+        // sample is as good a hint.
+        let average = match self.micros_per_hash.load(Ordering::Relaxed) {
+            0 => sample,
+            average => average - average / 8 + sample / 8,
+        };
+        self.micros_per_hash.store(average, Ordering::Relaxed);
+    }
+
+    /// How long `waiting` jobs take to clear at the recent pace, within [`MIN_RETRY_AFTER`]
+    /// and [`MAX_RETRY_AFTER`].
+    fn backlog(&self, waiting: usize) -> Duration {
+        let per_hash = Duration::from_micros(self.micros_per_hash.load(Ordering::Relaxed));
+        let jobs = u32::try_from(waiting).unwrap_or(u32::MAX);
+        (per_hash.saturating_mul(jobs) / self.workers).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER)
+    }
 }
 
 /// The hasher's end of the queue: when the last clone of the hasher is dropped, the workers
@@ -121,15 +171,16 @@ impl PasswordHasher {
     pub fn new(workers: usize, queue: usize, max_wait: Duration) -> std::io::Result<Self> {
         let inbox = Arc::new(FairQueue::new(queue));
         let jobs = Arc::new(Jobs(Arc::clone(&inbox)));
-        let completed = Arc::new(AtomicU64::new(0));
-        for index in 0..workers.max(1) {
+        let workers = workers.max(1);
+        let pace = Arc::new(Pace::new(workers));
+        for index in 0..workers {
             let inbox = Arc::clone(&inbox);
-            let completed = Arc::clone(&completed);
+            let pace = Arc::clone(&pace);
             std::thread::Builder::new()
                 .name(format!("admit-hash-{index}"))
-                .spawn(move || work(&inbox, &completed, max_wait))?;
+                .spawn(move || work(&inbox, &pace, max_wait))?;
         }
-        Ok(Self { jobs, completed })
+        Ok(Self { jobs, pace })
     }
 
     /// The PHC string of a fresh Argon2id hash of `password`, with a random salt, hashed in
@@ -180,12 +231,14 @@ impl PasswordHasher {
             Pushed::Queued => Ok(()),
             Pushed::Displaced(other) => {
                 metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
-                other.task.refuse();
+                other.task.refuse(self.pace.backlog(self.waiting()));
                 Ok(())
             }
             Pushed::Full(_) => {
                 metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
-                Err(HashError::Busy)
+                Err(HashError::Busy {
+                    retry_after: self.pace.backlog(self.waiting()),
+                })
             }
         }
     }
@@ -198,13 +251,13 @@ impl PasswordHasher {
     /// How many hashes have been computed since start: lets tests and metrics see that a
     /// refused request did no hashing.
     pub fn completed(&self) -> u64 {
-        self.completed.load(Ordering::Relaxed)
+        self.pace.completed.load(Ordering::Relaxed)
     }
 }
 
 /// One worker: its memory is allocated at the first job, reused for every later one, and given
 /// back after [`IDLE_RELEASE`] without work.
-fn work(inbox: &FairQueue<ClientNetwork, Job>, completed: &AtomicU64, max_wait: Duration) {
+fn work(inbox: &FairQueue<ClientNetwork, Job>, pace: &Pace, max_wait: Duration) {
     yield_to_requests();
     let params = Params::default();
     let mut memory: Vec<Block> = Vec::new();
@@ -233,21 +286,22 @@ fn work(inbox: &FairQueue<ClientNetwork, Job>, completed: &AtomicU64, max_wait: 
         // One whose wait already ate most of its deadline would expire during its hash.
         if waited > max_wait {
             metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
-            job.task.refuse();
+            job.task.refuse(pace.backlog(inbox.len()));
             continue;
         }
         if memory.is_empty() {
             memory = vec![Block::default(); params.block_count()];
         }
+        let started = std::time::Instant::now();
         match job.task {
             Task::Hash(reply) => {
                 let result = hash_into(&params, &job.password, &mut memory);
-                completed.fetch_add(1, Ordering::Relaxed);
+                pace.record(started.elapsed());
                 let _ = reply.send(result);
             }
             Task::Verify(stored, reply) => {
                 let result = verify_into(&params, &job.password, stored.as_deref(), &mut memory);
-                completed.fetch_add(1, Ordering::Relaxed);
+                pace.record(started.elapsed());
                 let _ = reply.send(result);
             }
         }
@@ -518,7 +572,10 @@ mod tests {
         for task in pending {
             match task.await.unwrap() {
                 Ok(_) => hashed += 1,
-                Err(HashError::Busy) => busy += 1,
+                Err(HashError::Busy { retry_after }) => {
+                    assert!(retry_after >= MIN_RETRY_AFTER, "{retry_after:?}");
+                    busy += 1;
+                }
                 Err(err) => panic!("{err}"),
             }
         }
@@ -553,8 +610,8 @@ mod tests {
         send(job(Task::Verify(None, verify_gave_up)));
         send(job(Task::Hash(waits)));
         inbox.close();
-        let completed = Arc::new(AtomicU64::new(0));
-        let counted = Arc::clone(&completed);
+        let pace = Arc::new(Pace::new(1));
+        let counted = Arc::clone(&pace);
         // Its own thread: a worker puts its thread in the idle class. It returns once the
         // queue is empty and closed.
         std::thread::spawn(move || work(&inbox, &counted, WAIT))
@@ -562,14 +619,32 @@ mod tests {
             .unwrap();
         assert!(matches!(
             late_answer.blocking_recv(),
-            Ok(Err(HashError::Busy))
+            Ok(Err(HashError::Busy { .. }))
         ));
         assert!(matches!(
             late_check_answer.blocking_recv(),
-            Ok(Err(HashError::Busy))
+            Ok(Err(HashError::Busy { .. }))
         ));
         assert!(answer.blocking_recv().unwrap().is_ok());
-        assert_eq!(completed.load(Ordering::Relaxed), 1);
+        assert_eq!(pace.completed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_refused_requester_is_told_how_long_the_waiting_jobs_take() {
+        let pace = Pace::new(2);
+        // Before any hash there is no pace to go by: the least wait.
+        assert_eq!(pace.backlog(500), MIN_RETRY_AFTER);
+        for _ in 0..8 {
+            pace.record(Duration::from_millis(40));
+        }
+        // 100 jobs of 40 ms on two threads.
+        assert_eq!(pace.backlog(100), Duration::from_secs(2));
+        assert_eq!(pace.backlog(0), MIN_RETRY_AFTER);
+        assert_eq!(pace.backlog(100_000), MAX_RETRY_AFTER);
+        // Slower hashes move the average, an eighth at a time.
+        pace.record(Duration::from_millis(120));
+        assert_eq!(pace.backlog(100), Duration::from_millis(2_500));
+        assert_eq!(pace.completed.load(Ordering::Relaxed), 9);
     }
 
     #[cfg(target_os = "linux")]
