@@ -34,6 +34,8 @@
 //! `register-throughput`: accepted `register` calls per second at each `--concurrency`, for
 //! `--seconds` each, against the rate of two threads doing nothing but Argon2id hashes with
 //! admit's parameters, measured before and after each round: the bound for a 2-core machine.
+//! A connection answered busy waits the `retryAfterSeconds` it was given before its next
+//! sign-up, as a well-behaved client would.
 //! admit's CPU per sign-up is split into its hashing threads' and the rest.
 //!
 //! `all`: register, confirm, flood, mail and memory in one run, then one summary table of every
@@ -541,6 +543,12 @@ impl SignUpAnswer {
             _ => Self::Other,
         }
     }
+}
+
+/// The wait a `SERVICE_UNAVAILABLE` answer asks for.
+fn retry_after(answer: &anyhow::Result<Value>) -> Option<Duration> {
+    let seconds = answer.as_ref().ok()?["errors"][0]["extensions"]["retryAfterSeconds"].as_u64()?;
+    Some(Duration::from_secs(seconds))
 }
 
 /// Every confirmation token mailed so far, by recipient, read from admit's `.eml` files.
@@ -1535,7 +1543,14 @@ async fn register_throughput(
                             latencies.record(micros_since(sent))?;
                             accepted += 1;
                         }
-                        SignUpAnswer::Busy => busy += 1,
+                        SignUpAnswer::Busy => {
+                            busy += 1;
+                            // As a well-behaved client would.
+                            if let Some(wait) = retry_after(&answer) {
+                                let left = deadline.saturating_duration_since(Instant::now());
+                                tokio::time::sleep(wait.min(left)).await;
+                            }
+                        }
                         SignUpAnswer::Other => other += 1,
                     }
                 }
