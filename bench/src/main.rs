@@ -1131,6 +1131,7 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
     let (calm_other, _) = late_comer("calm").await?;
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood_started = Instant::now();
     let flooders: Vec<_> = (0..256)
         .map(|worker| {
             let (url, stop) = (url.clone(), stop.clone());
@@ -1155,6 +1156,7 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
     let (flood_confirm, flood_policy) = probe().await?;
     let (flood_other, other_accepted) = late_comer("flood").await?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flood_lasted = flood_started.elapsed();
     let (mut signups, mut accepted, mut busy) = (0, 0, 0);
     for flooder in flooders {
         let (answered, taken, refused) = flooder.await?;
@@ -1197,9 +1199,10 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
         format!("alone: {}", p50_max(&calm_other)),
     ));
     println!(
-        "({} s each; during the flood {signups} sign-ups were answered: {accepted} accepted ({:.1}/s), {busy} busy, {} other)",
+        "({} s each; in the flood's {:.1} s, {signups} sign-ups were answered: {accepted} accepted ({:.1}/s), {busy} busy, {} other)",
         duration.as_secs(),
-        accepted as f64 / duration.as_secs_f64(),
+        flood_lasted.as_secs_f64(),
+        accepted as f64 / flood_lasted.as_secs_f64(),
         signups - accepted - busy
     );
     Ok(summary)
