@@ -534,8 +534,9 @@ pub(super) fn app_state<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a AppS
 /// Logs `err` with the request id and returns an error that reveals nothing of it: async-graphql
 /// would otherwise show any error's `Display` text, database messages included. Failures that
 /// mean "busy or database unreachable" get `SERVICE_UNAVAILABLE` and `retryAfterSeconds`, so
-/// that clients know to try again and when; everything else `INTERNAL_SERVER_ERROR`. The log line is one line with the error's
-/// chain; the backtrace, where there is one, only at debug level.
+/// that clients know to try again and when; everything else `INTERNAL_SERVER_ERROR`. The log
+/// line is one line with the error's chain; the backtrace, where there is one, only at debug
+/// level.
 pub(super) fn internal(ctx: &Context<'_>, err: &anyhow::Error) -> async_graphql::Error {
     let request_id = ctx
         .data_opt::<RequestId>()

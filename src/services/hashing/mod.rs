@@ -5,9 +5,8 @@
 //! so instead each worker allocates its blocks once and hashes into them for its whole life, and
 //! a bounded queue in front of the workers answers "busy" at once rather than letting waiting
 //! requests pile up. Client networks take turns in that queue (see [`queue`]). A job that
-//! waited too long to finish within its request's deadline is
-//! answered "busy" when its turn comes, unhashed: hashes go only to requests that can still use
-//! them.
+//! waited too long to finish within its request's deadline is answered "busy" when its turn
+//! comes, unhashed: hashes go only to requests that can still use them.
 
 use std::{
     sync::{
@@ -43,8 +42,8 @@ const IDLE_RELEASE: Duration = Duration::from_secs(5);
 pub enum HashError {
     /// Every worker is busy and the queue is full, or the job waited too long for its turn:
     /// the caller should answer "try again" rather than wait. `retry_after` is how long the
-    /// jobs waiting now take, at the recent pace (at least [`MIN_RETRY_AFTER`]): sooner, the
-    /// queue is as long.
+    /// jobs waiting now take at the recent pace (at least [`MIN_RETRY_AFTER`]): a requester
+    /// that comes back sooner most likely meets the same queue.
     #[error("password hashing is at capacity")]
     Busy {
         /// When the queue may have room again.
