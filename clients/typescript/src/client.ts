@@ -48,6 +48,26 @@ export type ResetOutcome =
 export type Viewer = ViewerQuery["viewer"];
 
 /**
+ * admit was too busy (its password hashing queue was full) or could not reach its database:
+ * nothing was done, and the same call may be made again after `retryAfterSeconds`.
+ */
+export class AdmitUnavailableError extends Error {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+    this.name = "AdmitUnavailableError";
+  }
+}
+
+/** A GraphQL error as admit sends it. */
+type GraphQLError = {
+  message: string;
+  extensions?: { code?: string; retryAfterSeconds?: number; requestId?: string };
+};
+
+/**
  * Browsers: `new AdmitClient("https://id.example.com/graphql")` and sign in with the default
  * cookie delivery; the `HttpOnly` cookie rides along on every call (`credentials: "include"`),
  * and page scripts never see the token.
@@ -76,8 +96,14 @@ export class AdmitClient {
       credentials: this.sessionToken ? "omit" : "include",
       body: JSON.stringify({ query: document.toString(), variables }),
     });
-    const body = (await response.json()) as { data?: TResult; errors?: { message: string }[] };
+    const body = (await response.json()) as { data?: TResult; errors?: GraphQLError[] };
     if (!body.data) {
+      const unavailable = body.errors?.find((error) => error.extensions?.code === "SERVICE_UNAVAILABLE");
+      if (unavailable) {
+        const header = Number(response.headers.get("Retry-After"));
+        const seconds = unavailable.extensions?.retryAfterSeconds ?? (header > 0 ? header : 1);
+        throw new AdmitUnavailableError(unavailable.message, seconds);
+      }
       throw new Error(body.errors?.map((error) => error.message).join("; ") ?? `HTTP ${response.status}`);
     }
     return body.data;
