@@ -44,6 +44,9 @@
 //!
 //! `--smoke` makes either of the two last a moment's run, so that CI keeps them working.
 //!
+//! `ADMIT_*` variables in the benchmark's environment are passed on to every admit it starts
+//! (a scenario's own settings win).
+//!
 //! `flood-latency`: the p50/p99 of `confirmAccount` (one client, one request at a time) and
 //! of `passwordPolicy` while 256 connections keep signing up, against the same without the
 //! flood, in the same run; then 20 sign-ups in turn from a second client network (127.0.0.3),
@@ -204,6 +207,9 @@ impl Admit {
         let mut child = Command::new(binary)
             .current_dir(dir.path())
             .env_clear()
+            // Settings given to the benchmark go to admit too (`ADMIT_DB_TIMEOUT=2s`, say,
+            // to see the busy path on a fast machine); the scenario's own win.
+            .envs(std::env::vars().filter(|(key, _)| key.starts_with("ADMIT_")))
             .envs(env.iter().copied())
             .env("ADMIT_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn,admit=info")
