@@ -44,13 +44,13 @@
 //!
 //! `--smoke` makes either of the two last a moment's run, so that CI keeps them working.
 //!
-//! `ADMIT_*` variables in the benchmark's environment are passed on to every admit it starts
-//! (a scenario's own settings win).
-//!
 //! `flood-latency`: the p50/p99 of `confirmAccount` (one client, one request at a time) and
 //! of `passwordPolicy` while 256 connections keep signing up, against the same without the
 //! flood, in the same run; then 20 sign-ups in turn from a second client network (127.0.0.3),
 //! the p50 and the slowest, against the same without the flood.
+//!
+//! `ADMIT_*` variables in the benchmark's environment are passed on to every admit it starts
+//! (a scenario's own settings win).
 //!
 //! ```sh
 //! cargo build --release -p admit -p admit-bench
@@ -416,12 +416,8 @@ async fn memory(binary: &Path, signups: usize) -> anyhow::Result<Summary> {
         let client = &clients[i / 2];
         let url = &url;
         async move {
-            let body = json!({
-                "query": "mutation($input: RegisterInput!) { register(input: $input) { accepted userErrors { code } } }",
-                "variables": { "input": { "email": format!("flood{i}@example.com"), "password": "correct horse battery staple" } },
-            });
-            let answer: Value = client.post(url).json(&body).send().await?.json().await?;
-            anyhow::Ok(answer)
+            let input = json!({ "input": { "email": format!("flood{i}@example.com"), "password": PASSWORD } });
+            graphql(client, url, REGISTER, input).await
         }
     }))
     .await;
@@ -434,12 +430,10 @@ async fn memory(binary: &Path, signups: usize) -> anyhow::Result<Summary> {
 
     let (mut accepted, mut unavailable, mut other) = (0, 0, 0);
     for answer in &answers {
-        match answer {
-            Ok(body) if body["data"]["register"]["accepted"] == true => accepted += 1,
-            Ok(body) if body["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE" => {
-                unavailable += 1;
-            }
-            _ => other += 1,
+        match SignUpAnswer::of(answer) {
+            SignUpAnswer::Accepted => accepted += 1,
+            SignUpAnswer::Busy(_) => unavailable += 1,
+            SignUpAnswer::Other => other += 1,
         }
     }
     let bound_kib = idle_kib + workers * ARGON2_KIB;
@@ -535,8 +529,9 @@ async fn graphql(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SignUpAnswer {
     Accepted,
-    /// `SERVICE_UNAVAILABLE`: the hashing queue was full, or the sign-up waited too long.
-    Busy,
+    /// `SERVICE_UNAVAILABLE`: the hashing queue was full, or the sign-up waited too long;
+    /// with the wait the answer asks for.
+    Busy(Option<Duration>),
     Other,
 }
 
@@ -545,17 +540,15 @@ impl SignUpAnswer {
         match answer {
             Ok(body) if body["data"]["register"]["accepted"] == true => Self::Accepted,
             Ok(body) if body["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE" => {
-                Self::Busy
+                Self::Busy(
+                    body["errors"][0]["extensions"]["retryAfterSeconds"]
+                        .as_u64()
+                        .map(Duration::from_secs),
+                )
             }
             _ => Self::Other,
         }
     }
-}
-
-/// The wait a `SERVICE_UNAVAILABLE` answer asks for.
-fn retry_after(answer: &anyhow::Result<Value>) -> Option<Duration> {
-    let seconds = answer.as_ref().ok()?["errors"][0]["extensions"]["retryAfterSeconds"].as_u64()?;
-    Some(Duration::from_secs(seconds))
 }
 
 /// Every confirmation token mailed so far, by recipient, read from admit's `.eml` files.
@@ -586,6 +579,8 @@ fn mailed_tokens(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
 
 /// The password every benchmark account has.
 const PASSWORD: &str = "correct horse battery staple";
+/// The sign-up every scenario sends.
+const REGISTER: &str = "mutation($input: RegisterInput!) { register(input: $input) { accepted } }";
 
 /// Signs up `emails` and, with `confirm`, confirms each from its mailed link.
 async fn sign_up(
@@ -595,10 +590,9 @@ async fn sign_up(
     emails: &[String],
     confirm: bool,
 ) -> anyhow::Result<()> {
-    let register = "mutation($input: RegisterInput!) { register(input: $input) { accepted } }";
     for email in emails {
         let input = json!({ "input": { "email": email, "password": PASSWORD } });
-        let answer = graphql(client, url, register, input).await?;
+        let answer = graphql(client, url, REGISTER, input).await?;
         if answer["data"]["register"]["accepted"] != true {
             bail!("sign-up refused: {answer}");
         }
@@ -1120,13 +1114,7 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
             for i in 0..OTHER_SIGN_UPS {
                 let input = json!({ "input": { "email": format!("{round}{i}@other.test"), "password": PASSWORD } });
                 let sent = Instant::now();
-                let answer = graphql(
-                    other,
-                    url,
-                    "mutation($input: RegisterInput!) { register(input: $input) { accepted } }",
-                    input,
-                )
-                .await;
+                let answer = graphql(other, url, REGISTER, input).await;
                 latency.record(micros_since(sent))?;
                 if SignUpAnswer::of(&answer) == SignUpAnswer::Accepted {
                     accepted += 1;
@@ -1147,11 +1135,11 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
                 let (mut n, mut accepted, mut busy) = (0u64, 0u64, 0u64);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let input = json!({ "input": { "email": format!("flood{worker}x{n}@bench.test"), "password": PASSWORD } });
-                    let answer = graphql(&client, &url, "mutation($input: RegisterInput!) { register(input: $input) { accepted } }", input).await;
+                    let answer = graphql(&client, &url, REGISTER, input).await;
                     n += 1;
                     match SignUpAnswer::of(&answer) {
                         SignUpAnswer::Accepted => accepted += 1,
-                        SignUpAnswer::Busy => busy += 1,
+                        SignUpAnswer::Busy(_) => busy += 1,
                         SignUpAnswer::Other => {}
                     }
                 }
@@ -1536,7 +1524,6 @@ async fn register_throughput(
     env.extend(database_url.map(|url| ("DATABASE_URL", url)));
     let admit = Admit::start(binary, &env).await?;
     let url = format!("http://{}/graphql", admit.listen);
-    let register = "mutation($input: RegisterInput!) { register(input: $input) { accepted } }";
     println!(
         "| concurrency | register: accepted/s | two threads only hashing, before / after | of their mean | p50 / p99 | busy answers | other | admit's CPU per sign-up: hashing / the rest |"
     );
@@ -1546,7 +1533,7 @@ async fn register_throughput(
         let deadline = Instant::now() + duration;
         let started = Instant::now();
         let workers = (0..concurrency.max(1)).map(|worker| {
-            let (url, register) = (&url, register);
+            let url = &url;
             async move {
                 let client = reqwest::Client::new();
                 let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
@@ -1555,16 +1542,16 @@ async fn register_throughput(
                     let input = json!({ "input": { "email": format!("r{round}w{worker}n{n}@bench.test"), "password": PASSWORD } });
                     n += 1;
                     let sent = Instant::now();
-                    let answer = graphql(&client, url, register, input).await;
+                    let answer = graphql(&client, url, REGISTER, input).await;
                     match SignUpAnswer::of(&answer) {
                         SignUpAnswer::Accepted => {
                             latencies.record(micros_since(sent))?;
                             accepted += 1;
                         }
-                        SignUpAnswer::Busy => {
+                        SignUpAnswer::Busy(hint) => {
                             busy += 1;
                             // As a well-behaved client would.
-                            if let Some(wait) = retry_after(&answer) {
+                            if let Some(wait) = hint {
                                 let left = deadline.saturating_duration_since(Instant::now());
                                 tokio::time::sleep(wait.min(left)).await;
                             }

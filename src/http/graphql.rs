@@ -268,8 +268,7 @@ async fn execute(
         .map(|(response, operation)| {
             let request_error = is_request_error(&response);
             let outcome = outcome(&response, request_error);
-            let retry_after = retry_after(&response);
-            let (status, body) = shape(response, request_error, media);
+            let (status, body, retry_after) = shape(response, request_error, media);
             metrics::counter!(crate::metrics::GRAPHQL_REQUESTS, "operation" => operation, "outcome" => outcome)
                 .increment(1);
             metrics::histogram!(crate::metrics::GRAPHQL_DURATION, "operation" => operation)
@@ -280,9 +279,7 @@ async fn execute(
     let mut response = if shaped.len() == 1 && !is_batch {
         let (status, body, retry_after) = shaped.remove(0);
         let mut response = json_response(status, &body, media);
-        if status == StatusCode::SERVICE_UNAVAILABLE
-            && let Some(seconds) = retry_after
-        {
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
@@ -338,7 +335,7 @@ fn retry_after(response: &GqlResponse) -> Option<u64> {
         .max()
 }
 
-/// The status and body of one GraphQL response. A request error (a document that does not
+/// The status and body of one GraphQL response, and for a 503 the seconds for `Retry-After`. A request error (a document that does not
 /// parse or validate: no data, no path) is the client's: 400 for clients that read the
 /// GraphQL response media type, which then carries no `data`, and 200 for plain JSON clients,
 /// as the specification asks. A response that failed only because the service is overloaded
@@ -347,10 +344,15 @@ fn shape(
     response: GqlResponse,
     request_error: bool,
     media: Media,
-) -> (StatusCode, serde_json::Value) {
+) -> (StatusCode, serde_json::Value, Option<u64>) {
     let unavailable = response.data == Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(is_unavailable);
+    let retry_after = if unavailable {
+        retry_after(&response)
+    } else {
+        None
+    };
     let mut body = serde_json::to_value(&response).unwrap_or_else(|err| {
         tracing::error!(error = %err, "cannot serialize a GraphQL response");
         json!({ "errors": [{ "message": "Internal server error" }] })
@@ -381,7 +383,7 @@ fn shape(
     } else {
         StatusCode::OK
     };
-    (status, body)
+    (status, body, retry_after)
 }
 
 fn is_request_error(response: &GqlResponse) -> bool {

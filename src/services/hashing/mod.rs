@@ -81,9 +81,8 @@ impl Task {
         }
     }
 
-    /// Answers `Busy` without hashing. A requester that has gone since gets nothing.
-    fn refuse(self, retry_after: Duration) {
-        let busy = HashError::Busy { retry_after };
+    /// Answers `busy` without hashing. A requester that has gone since gets nothing.
+    fn refuse(self, busy: HashError) {
         match self {
             Self::Hash(reply) => drop(reply.send(Err(busy))),
             Self::Verify(_, reply) => drop(reply.send(Err(busy))),
@@ -150,6 +149,14 @@ impl Pace {
         let per_hash = Duration::from_micros(self.micros_per_hash.load(Ordering::Relaxed));
         let jobs = u32::try_from(waiting).unwrap_or(u32::MAX);
         (per_hash.saturating_mul(jobs) / self.workers).clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER)
+    }
+
+    /// A job turned away while `waiting` others wait: counted, and told the backlog.
+    fn busy(&self, waiting: usize) -> HashError {
+        metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
+        HashError::Busy {
+            retry_after: self.backlog(waiting),
+        }
     }
 }
 
@@ -229,16 +236,10 @@ impl PasswordHasher {
         match self.jobs.0.push(client, job) {
             Pushed::Queued => Ok(()),
             Pushed::Displaced(other) => {
-                metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
-                other.task.refuse(self.pace.backlog(self.waiting()));
+                other.task.refuse(self.pace.busy(self.waiting()));
                 Ok(())
             }
-            Pushed::Full(_) => {
-                metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
-                Err(HashError::Busy {
-                    retry_after: self.pace.backlog(self.waiting()),
-                })
-            }
+            Pushed::Full(_) => Err(self.pace.busy(self.waiting())),
         }
     }
 
@@ -284,8 +285,7 @@ fn work(inbox: &FairQueue<ClientNetwork, Job>, pace: &Pace, max_wait: Duration) 
         }
         // One whose wait already ate most of its deadline would expire during its hash.
         if waited > max_wait {
-            metrics::counter!(crate::metrics::HASH_REJECTED).increment(1);
-            job.task.refuse(pace.backlog(inbox.len()));
+            job.task.refuse(pace.busy(inbox.len()));
             continue;
         }
         if memory.is_empty() {
