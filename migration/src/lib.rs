@@ -17,6 +17,7 @@ mod m20261123_000011_add_purge_and_dispatch_indexes;
 mod m20261130_000012_create_sessions_and_sign_in_throttles;
 mod m20261130_000013_add_purpose_to_resend_requests;
 mod m20261130_000014_add_email_to_verification_tokens;
+mod m20261130_000015_index_unconfirmed_users;
 
 /// Every migration of admit, in the order they apply.
 pub struct Migrator;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000012_create_sessions_and_sign_in_throttles::Migration),
             Box::new(m20261130_000013_add_purpose_to_resend_requests::Migration),
             Box::new(m20261130_000014_add_email_to_verification_tokens::Migration),
+            Box::new(m20261130_000015_index_unconfirmed_users::Migration),
         ]
     }
 }

@@ -22,6 +22,8 @@ async fn a_purge_larger_than_one_batch_removes_every_stale_row_and_nothing_else(
     let app = TestApp::spawn(backend).await;
     let kept = app.register_and_read_mail("kept@example.com").await.token();
     app.confirm(&kept).await;
+    // Confirmed a month ago: as old as the stale ones, and kept.
+    age_user(&app, "kept@example.com", TimeDelta::days(30)).await;
     app.register_and_read_mail("fresh@example.com").await;
     // More stale accounts (each with a link) and per-client mail limits than one batch holds.
     let (stale, limits) = (1234, 777);
@@ -172,8 +174,9 @@ async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend
         .await
         .unwrap();
 
-    // Two sessions of the confirmed account; one unused for eight days, past the idle timeout.
-    for _ in 0..2 {
+    // Three sessions of the confirmed account: one unused for eight days, past the idle
+    // timeout, one past its expiry, one live.
+    for _ in 0..3 {
         let signed_in = app
             .operation(
                 "SignIn",
@@ -185,10 +188,16 @@ async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend
             "{signed_in}"
         );
     }
-    let idle = sessions::Entity::find()
-        .one(&app.db)
+    let signed_in = sessions::Entity::find().all(&app.db).await.unwrap();
+    let (idle, expired) = (&signed_in[0], &signed_in[1]);
+    sessions::Entity::update_many()
+        .col_expr(
+            sessions::Column::ExpiresAt,
+            Expr::value(now - TimeDelta::minutes(1)),
+        )
+        .filter(sessions::Column::Id.eq(expired.id))
+        .exec(&app.db)
         .await
-        .unwrap()
         .unwrap();
     sessions::Entity::update_many()
         .col_expr(
@@ -216,6 +225,20 @@ async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend
         .exec(&app.db)
         .await
         .unwrap();
+    // Dead mail is kept as long; one message gave up eight days ago.
+    outbox_messages::Entity::update_many()
+        .col_expr(
+            outbox_messages::Column::SentAt,
+            Expr::value(None::<chrono::DateTime<chrono::FixedOffset>>),
+        )
+        .col_expr(
+            outbox_messages::Column::DeadAt,
+            Expr::value(now - TimeDelta::days(8)),
+        )
+        .filter(outbox_messages::Column::Recipient.eq("fresh@example.com"))
+        .exec(&app.db)
+        .await
+        .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let output = admit_command(dir.path())
@@ -233,7 +256,7 @@ async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend
     let (counts, longest) = stdout.split_once("longest statement: ").unwrap();
     assert_eq!(
         counts,
-        "users: 1\ntokens: 1\nthrottles: 1\nmails: 1\nsessions: 1\n"
+        "users: 1\ntokens: 1\nthrottles: 1\nmails: 2\nsessions: 2\n"
     );
     assert!(
         longest
@@ -246,13 +269,14 @@ async fn purge_unconfirmed_removes_only_accounts_never_confirmed_in_time(backend
     let left = sessions::Entity::find().all(&app.db).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_ne!(left[0].id, idle.id);
+    assert_ne!(left[0].id, expired.id);
     assert_eq!(
         outbox_messages::Entity::find()
             .count(&app.db)
             .await
             .unwrap(),
-        2,
-        "the two recent mails are kept"
+        1,
+        "the one recent mail that went out is kept"
     );
 
     assert_eq!(
