@@ -22,6 +22,9 @@
 //! fresh ones for every phase), so each phase confirms `--confirms` first clicks; a reload of
 //! the same links follows.
 //! `--database-url` points it at PostgreSQL (an empty database) instead of SQLite.
+//! `--budget N` turns on admit's per-client budget (`ADMIT_IP_RATE_LIMIT`, off by default
+//! here): each concurrent client then comes from a loopback network of its own, and the
+//! bound's workers take from the same budgets.
 //!
 //! `mail-drain`: `--messages` queued straight into the outbox, delivered to a loopback SMTP
 //! sink: mails per second, duplicate Message-IDs, admit's peak RSS; lettre's own pooled
@@ -105,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
     let mut concurrency = vec![1usize, 16, 64];
     let mut database_url: Option<String> = None;
     let mut pool: Option<u32> = None;
+    let mut budget = 0u32;
     let mut admit = sibling("admit")?;
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -123,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
                     .map(str::parse)
                     .collect::<Result<_, _>>()?;
             }
+            "--budget" => budget = args.next().context("--budget N")?.parse()?,
             "--db-connections" => {
                 pool = Some(args.next().context("--db-connections N")?.parse()?);
             }
@@ -154,12 +159,13 @@ async fn main() -> anyhow::Result<()> {
         "mail-drain" => mail_drain(&admit, db, messages).await?,
         "register-throughput" => register_throughput(&admit, db, run, &concurrency).await?,
         "confirm-throughput" => {
-            confirm_throughput(&admit, db, accounts, confirms, &concurrency, pool).await?
+            confirm_throughput(&admit, db, accounts, confirms, &concurrency, pool, budget).await?
         }
         "all" => {
             let mut all = register_throughput(&admit, None, run, &[8, 256]).await?;
             all.extend(
-                confirm_throughput(&admit, db, accounts, confirms, &concurrency, pool).await?,
+                confirm_throughput(&admit, db, accounts, confirms, &concurrency, pool, budget)
+                    .await?,
             );
             all.extend(flood_latency(&admit, run).await?);
             all.extend(mail_drain(&admit, None, messages).await?);
@@ -167,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
             all
         }
         _ => bail!(
-            "usage: admit-bench all [--seconds N] [--accounts N] [--confirms N] [--messages N] [--signups N] [--database-url URL] | memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--db-connections N] [--database-url URL] [--smoke] | mail-drain [--messages N] [--database-url URL] [--smoke] | purge [--accounts N] [--database-url URL] | register-throughput [--seconds N] [--concurrency N,N] [--database-url URL] | flood-latency [--seconds N]  [--admit PATH]"
+            "usage: admit-bench all [--seconds N] [--accounts N] [--confirms N] [--messages N] [--signups N] [--database-url URL] | memory [--signups N] | resend-timing [--per-class N] | sign-in-timing [--per-class N] | confirm-throughput [--accounts N] [--confirms N] [--concurrency N,N] [--db-connections N] [--budget N] [--database-url URL] [--smoke] | mail-drain [--messages N] [--database-url URL] [--smoke] | purge [--accounts N] [--database-url URL] | register-throughput [--seconds N] [--concurrency N,N] [--database-url URL] | flood-latency [--seconds N]  [--admit PATH]"
         ),
     };
     if scenario == "all" {
@@ -343,8 +349,11 @@ struct Lane {
 }
 
 impl Lane {
-    async fn open(listen: &str) -> anyhow::Result<Self> {
-        let stream = tokio::net::TcpStream::connect(listen).await?;
+    /// A connection to `listen` from the loopback address `from`.
+    async fn open(listen: &str, from: Ipv4Addr) -> anyhow::Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::from((from, 0)))?;
+        let stream = socket.connect(listen.parse()?).await?;
         stream.set_nodelay(true)?;
         let (sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
@@ -355,14 +364,16 @@ impl Lane {
         })
     }
 
-    /// `count` lanes, one per concurrent client.
+    /// `count` lanes, one per concurrent client, each from [`lane_address`].
     async fn open_many(
         listen: &str,
         count: usize,
+        networks: Networks,
     ) -> anyhow::Result<Vec<tokio::sync::Mutex<Self>>> {
         let mut lanes = Vec::with_capacity(count);
-        for _ in 0..count.max(1) {
-            lanes.push(tokio::sync::Mutex::new(Self::open(listen).await?));
+        for lane in 0..count.max(1) {
+            let from = lane_address(lane, networks);
+            lanes.push(tokio::sync::Mutex::new(Self::open(listen, from).await?));
         }
         Ok(lanes)
     }
@@ -827,17 +838,43 @@ async fn seed_pending_at(
     Ok(tokens)
 }
 
+/// Where a throughput run's concurrent clients come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Networks {
+    /// All from 127.0.0.1.
+    One,
+    /// Each from a network of its own (127.0.1.1, 127.0.1.2, …), as many visitors would: each
+    /// takes from a budget of its own.
+    Each,
+}
+
+/// The address concurrent client `lane` (from 0) comes from.
+fn lane_address(lane: usize, networks: Networks) -> Ipv4Addr {
+    match networks {
+        Networks::One => Ipv4Addr::LOCALHOST,
+        Networks::Each => {
+            let lane = u32::try_from(lane % 65_000).unwrap_or_default() + 1;
+            Ipv4Addr::from(0x7f01_0000 + lane)
+        }
+    }
+}
+
 /// How many turns the bound and admit take in a throughput run.
 const SLICES: usize = 10;
 
-/// Confirms `token` with admit's own confirmation statements, without HTTP or GraphQL: the
-/// bound of what the API can reach.
-async fn confirmed_directly(db: &sea_orm::DatabaseConnection, token: String) -> bool {
+/// Confirms `token` with admit's own confirmation statements, without HTTP or GraphQL, taking
+/// from `budget` as admit would: the bound of what the API can reach.
+async fn confirmed_directly(
+    db: &sea_orm::DatabaseConnection,
+    token: String,
+    budget: admit::services::confirmation::Budget,
+) -> bool {
     let Ok(token) = admit::domain::ConfirmationToken::parse(&token) else {
         return false;
     };
     let outcome =
-        admit::services::confirmation::confirm(db, token.hash().as_str(), admit::db::now()).await;
+        admit::services::confirmation::confirm(db, token.hash().as_str(), admit::db::now(), budget)
+            .await;
     matches!(
         outcome,
         Ok(admit::services::confirmation::Outcome::Confirmed(_))
@@ -949,10 +986,23 @@ async fn confirm_throughput(
     confirms: usize,
     concurrencies: &[usize],
     pool: Option<u32>,
+    budget: u32,
 ) -> anyhow::Result<Summary> {
     let mut summary = Summary::new();
     let pool_size = pool.map(|size| size.to_string());
-    let mut env = vec![("ADMIT_IP_RATE_LIMIT", "0")];
+    let per_minute = budget.to_string();
+    let mut env = vec![("ADMIT_IP_RATE_LIMIT", per_minute.as_str())];
+    // With a budget, each client comes from a network of its own, and so does each of the
+    // bound's workers, so that both take from the same budgets.
+    let networks = if budget > 0 {
+        Networks::Each
+    } else {
+        Networks::One
+    };
+    let budget_of = |worker: usize| admit::services::confirmation::Budget {
+        client: admit::domain::ClientNetwork::of(IpAddr::V4(lane_address(worker, networks))),
+        per_minute: budget,
+    };
     env.extend(
         pool_size
             .as_deref()
@@ -986,7 +1036,7 @@ async fn confirm_throughput(
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (&concurrency, (for_bound, for_api)) in concurrencies.iter().zip(&fresh) {
-        let lanes = Lane::open_many(&admit.listen, concurrency).await?;
+        let lanes = Lane::open_many(&admit.listen, concurrency, networks).await?;
         // The bound and admit take turns, a slice each, so that a change in the machine's
         // speed during the run (this one's varies by a fifth) weighs on both alike.
         let (mut bound, mut first) = (Phase::empty()?, Phase::empty()?);
@@ -994,8 +1044,8 @@ async fn confirm_throughput(
         let slice = for_bound.len().div_ceil(SLICES).max(1);
         for (bound_slice, api_slice) in for_bound.chunks(slice).zip(for_api.chunks(slice)) {
             bound.add(
-                drive(concurrency, bound_slice, |_, token| {
-                    confirmed_directly(&db, token)
+                drive(concurrency, bound_slice, |worker, token| {
+                    confirmed_directly(&db, token, budget_of(worker))
                 })
                 .await?,
             )?;

@@ -461,16 +461,23 @@ async fn renew_link(
 /// (its links answer "superseded"). Presenting a token that was already used, while it is still
 /// unexpired, returns the same confirmed account again.
 ///
-/// Locks the user row, then the token, as registration does, so that a confirmation and a
-/// concurrent sign-up of the same address are decided one after the other (see
-/// [`confirmation`](super::confirmation) for how each database does it).
+/// First counts the request in `client`'s budget, in the same statement on PostgreSQL (one
+/// round trip for the whole confirmation), in the same transaction on SQLite; a client over
+/// its budget is refused before any link is looked at. Then locks the user row, then the
+/// token, as registration does, so that a confirmation and a concurrent sign-up of the same
+/// address are decided one after the other (see [`confirmation`](super::confirmation) for how
+/// each database does it).
 pub async fn confirm_account(
     state: &Accounts,
     client: ClientNetwork,
     token: ConfirmationToken,
 ) -> Result<users::Model, ConfirmError> {
-    client_budget::take(&state.db, client, state.settings.ip_rate_limit).await??;
-    match confirmation::confirm(&state.db, token.hash().as_str(), now()).await? {
+    let budget = confirmation::Budget {
+        client,
+        per_minute: state.settings.ip_rate_limit,
+    };
+    match confirmation::confirm(&state.db, token.hash().as_str(), now(), budget).await? {
+        Outcome::OverBudget(limited) => Err(ConfirmError::RateLimited(limited)),
         Outcome::Unknown => Err(ConfirmError::InvalidToken),
         Outcome::Superseded => Err(ConfirmError::SupersededToken),
         Outcome::Expired => Err(ConfirmError::ExpiredToken),

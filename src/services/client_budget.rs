@@ -7,6 +7,7 @@ use entity::client_budgets::{self, Column, Entity};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait,
+    prelude::DateTimeWithTimeZone,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 
@@ -30,7 +31,7 @@ pub async fn take<C: ConnectionTrait>(
         return Ok(Ok(()));
     }
     let now = now();
-    let stale = Expr::col((Entity, Column::WindowStartedAt)).lte(now - WINDOW);
+    let stale = Expr::col((Entity, Column::WindowStartedAt)).lte(window_over(now));
     let row = Entity::insert(client_budgets::ActiveModel {
         client_key: Set(client.key()),
         window_started_at: Set(now),
@@ -51,16 +52,34 @@ pub async fn take<C: ConnectionTrait>(
     )
     .exec_with_returning(db)
     .await?;
-    if i64::from(row.used) <= i64::from(per_minute) {
-        return Ok(Ok(()));
+    Ok(judge(row.used, row.window_started_at, per_minute, now))
+}
+
+/// The start of a window that is over at `now`, or earlier: a budget row whose window started
+/// then counts afresh.
+pub(super) fn window_over(now: DateTimeWithTimeZone) -> DateTimeWithTimeZone {
+    now - WINDOW
+}
+
+/// Whether the request that made a budget row read `used` requests in the window that started
+/// at `window_started_at` may go on at `now`: shared by [`take`] and by statements that take
+/// from the budget themselves (the confirmation on PostgreSQL).
+pub(super) fn judge(
+    used: i32,
+    window_started_at: DateTimeWithTimeZone,
+    per_minute: u32,
+    now: DateTimeWithTimeZone,
+) -> Result<(), RateLimited> {
+    if i64::from(used) <= i64::from(per_minute) {
+        return Ok(());
     }
-    Ok(Err(RateLimited::after(
-        row.window_started_at + WINDOW - now,
+    Err(RateLimited::after(
+        window_started_at + WINDOW - now,
         LimitScope::Client,
-    )))
+    ))
 }
 
 /// The budgets whose window is over, for the purge.
 pub(super) fn stale() -> Condition {
-    Condition::all().add(Column::WindowStartedAt.lt(now() - WINDOW))
+    Condition::all().add(Column::WindowStartedAt.lt(window_over(now())))
 }

@@ -1,38 +1,54 @@
 //! The persistence of confirming a sign-up's link, in as few round trips as each database
 //! allows: the landing page of every new account calls it, so it is admit's hottest write.
 //!
-//! Both backends make the same decision ([`decide`]) on the link and account as they are once
-//! locked, and take the account before the link, as every other use case does:
-//! - PostgreSQL runs one statement ([`POSTGRES_CONFIRM`]): data-modifying CTEs lock the user
-//!   row, then the link, consume it, supersede the account's other pending links and confirm
-//!   the account, returning what the decision needs. Row locks keep concurrent confirmations,
-//!   sign-ups and resends of the address one after the other.
+//! Both backends first take one request from the client network's budget (see
+//! [`client_budget`]), and look at no link when it is spent. Then they make the same decision
+//! ([`decide`]) on the link and account as they are once locked, and take the account before
+//! the link, as every other use case does:
+//! - PostgreSQL runs one statement ([`POSTGRES_CONFIRM`]): data-modifying CTEs count the
+//!   request in the budget, lock the user row, then the link, consume it, supersede the
+//!   account's other pending links and confirm the account, returning what the decision needs.
+//!   Row locks keep concurrent confirmations, sign-ups and resends of the address one after
+//!   the other.
 //! - SQLite has no data-modifying CTEs, but a write transaction holds the whole database, so
-//!   no row needs locking: one read of the link with its account, one update that consumes the
-//!   link and supersedes the others, one update of the account.
+//!   no row needs locking: the budget's upsert, one read of the link with its account, one
+//!   update that consumes the link and supersedes the others, one update of the account.
 
 use entity::{users, verification_tokens};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, QueryFilter, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, FromQueryResult, QueryFilter, Statement,
     prelude::DateTimeWithTimeZone,
     sea_query::{Expr, ExprTrait as _},
 };
 
-use super::accounts::PURPOSE_ACCOUNT_CONFIRMATION;
-use crate::db::begin_write;
+use super::{accounts::PURPOSE_ACCOUNT_CONFIRMATION, client_budget, throttle::RateLimited};
+use crate::{db::begin_write, domain::ClientNetwork};
 
 /// The whole confirmation on PostgreSQL. `$1` is the token's hash, `$2` the purpose
-/// (`account_confirmation`), `$3` the current time. No row: no such link. Otherwise one row
-/// with the link's and account's state as locked (`link_*`, `account_was_confirmed`), whether
-/// this statement confirmed the account (`confirmed_now`), and the account's columns after it.
+/// (`account_confirmation`), `$3` the current time, `$4` the client network's key, `$5` the
+/// start of a budget window that is over by now, `$6` the requests a network may make a
+/// minute (0: no budget). One row: the budget as counted (`budget_*`, null without a budget),
+/// whether a link was found (`link_found`: none is looked for once the budget is spent), the
+/// link's and account's state as locked (`link_*`, `account_was_confirmed`), whether this
+/// statement confirmed the account (`confirmed_now`), and the account's columns after it.
 ///
-/// `account` locks the user row before `link` locks the link, because `link` joins `account`
-/// and a row lock is taken above its join. The conditions of `consumed` are [`decide`]'s.
+/// `budget` counts as [`client_budget::take`] does, in the same upsert. `account` locks the
+/// user row before `link` locks the link, because `link` joins `account` and a row lock is
+/// taken above its join. The conditions of `consumed` are [`decide`]'s.
 pub const POSTGRES_CONFIRM: &str = r#"
-WITH token AS (
+WITH budget AS (
+    INSERT INTO client_budgets AS b (client_key, window_started_at, used)
+    SELECT $4, $3, 1 WHERE $6 > 0
+    ON CONFLICT (client_key) DO UPDATE SET
+        window_started_at = CASE WHEN b.window_started_at <= $5 THEN $3
+                                 ELSE b.window_started_at END,
+        used = CASE WHEN b.window_started_at <= $5 THEN 1 ELSE b.used + 1 END
+    RETURNING used, window_started_at
+), token AS (
     SELECT user_id FROM verification_tokens WHERE token_hash = $1 AND purpose = $2
+        AND NOT EXISTS (SELECT FROM budget WHERE used > $6)
 ), account AS (
     SELECT u.* FROM users u WHERE u.id = (SELECT user_id FROM token) FOR UPDATE
 ), link AS (
@@ -59,7 +75,10 @@ WITH token AS (
     FROM consumed c WHERE u.id = c.user_id
     RETURNING u.*
 )
-SELECT l.consumed_at IS NOT NULL AS link_used,
+SELECT b.used AS budget_used,
+    b.window_started_at AS budget_window_started_at,
+    l.id IS NOT NULL AS link_found,
+    l.consumed_at IS NOT NULL AS link_used,
     l.superseded_at IS NOT NULL AS link_superseded,
     l.expires_at AS link_expires_at,
     a.confirmed_at IS NOT NULL AS account_was_confirmed,
@@ -71,12 +90,27 @@ SELECT l.consumed_at IS NOT NULL AS link_used,
     CASE WHEN c.id IS NULL THEN a.display_name ELSE c.display_name END AS display_name,
     CASE WHEN c.id IS NULL THEN a.created_at ELSE c.created_at END AS created_at,
     CASE WHEN c.id IS NULL THEN a.confirmed_at ELSE c.confirmed_at END AS confirmed_at
-FROM link l JOIN account a ON a.id = l.user_id LEFT JOIN confirmed c ON c.id = a.id
+FROM (SELECT 1) AS always
+    LEFT JOIN budget b ON true
+    LEFT JOIN (link l JOIN account a ON a.id = l.user_id) ON true
+    LEFT JOIN confirmed c ON c.id = a.id
 "#;
+
+/// Who presents a link, and how many costly requests a minute their network may make
+/// (`ADMIT_IP_RATE_LIMIT`; 0 turns the budget off).
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// The network the request came from.
+    pub client: ClientNetwork,
+    /// Requests a minute; 0 for no limit.
+    pub per_minute: u32,
+}
 
 /// What presenting a confirmation link did.
 #[derive(Debug)]
 pub enum Outcome {
+    /// The client network's budget is spent: no link was looked at.
+    OverBudget(RateLimited),
     /// No link of this purpose has this hash.
     Unknown,
     /// A newer link was sent, or the account was confirmed through another sign-up.
@@ -119,17 +153,19 @@ fn decide(
     }
 }
 
-/// Uses the confirmation link whose token hashes to `hash`, at `now`: the statements alone,
-/// without the client budget or metrics of [`confirm_account`](super::accounts::confirm_account)
-/// (the benchmark runs them directly as the bound of what the API can reach).
+/// Takes one request from `budget` and, unless it is spent, uses the confirmation link whose
+/// token hashes to `hash`, at `now`: the statements alone, without the metrics of
+/// [`confirm_account`](super::accounts::confirm_account) (the benchmark runs them directly as
+/// the bound of what the API can reach).
 pub async fn confirm(
     db: &DatabaseConnection,
     hash: &str,
     now: DateTimeWithTimeZone,
+    budget: Budget,
 ) -> Result<Outcome, DbErr> {
     match db.get_database_backend() {
-        DbBackend::Postgres => confirm_postgres(db, hash, now).await,
-        _ => confirm_in_transaction(db, hash, now).await,
+        DbBackend::Postgres => confirm_postgres(db, hash, now, budget).await,
+        _ => confirm_in_transaction(db, hash, now, budget).await,
     }
 }
 
@@ -137,15 +173,33 @@ async fn confirm_postgres(
     db: &DatabaseConnection,
     hash: &str,
     now: DateTimeWithTimeZone,
+    budget: Budget,
 ) -> Result<Outcome, DbErr> {
     let statement = Statement::from_sql_and_values(
         DbBackend::Postgres,
         POSTGRES_CONFIRM,
-        [hash.into(), PURPOSE_ACCOUNT_CONFIRMATION.into(), now.into()],
+        [
+            hash.into(),
+            PURPOSE_ACCOUNT_CONFIRMATION.into(),
+            now.into(),
+            budget.client.key().into(),
+            client_budget::window_over(now).into(),
+            i64::from(budget.per_minute).into(),
+        ],
     );
-    let Some(row) = db.query_one_raw(statement).await? else {
+    let row = db
+        .query_one_raw(statement)
+        .await?
+        .ok_or_else(|| DbErr::Custom("the confirmation statement returned no row".to_owned()))?;
+    if let Some(used) = row.try_get::<Option<i32>>("", "budget_used")? {
+        let started = row.try_get("", "budget_window_started_at")?;
+        if let Err(limited) = client_budget::judge(used, started, budget.per_minute, now) {
+            return Ok(Outcome::OverBudget(limited));
+        }
+    }
+    if !row.try_get::<bool>("", "link_found")? {
         return Ok(Outcome::Unknown);
-    };
+    }
     let decision = decide(
         row.try_get("", "link_used")?,
         row.try_get("", "link_superseded")?,
@@ -168,18 +222,35 @@ async fn confirm_postgres(
     })
 }
 
+/// On SQLite the budget's count and the confirmation are one write transaction, committed
+/// whatever the outcome, so that a refused or unknown link is counted too.
 async fn confirm_in_transaction(
     db: &DatabaseConnection,
     hash: &str,
     now: DateTimeWithTimeZone,
+    budget: Budget,
+) -> Result<Outcome, DbErr> {
+    let txn = begin_write(db).await?;
+    let outcome = match client_budget::take(&txn, budget.client, budget.per_minute).await? {
+        Err(limited) => Outcome::OverBudget(limited),
+        Ok(()) => confirm_locked(&txn, hash, now).await?,
+    };
+    txn.commit().await?;
+    Ok(outcome)
+}
+
+/// The confirmation in a write transaction that holds the database.
+async fn confirm_locked(
+    txn: &DatabaseTransaction,
+    hash: &str,
+    now: DateTimeWithTimeZone,
 ) -> Result<Outcome, DbErr> {
     use verification_tokens::Column;
-    let txn = begin_write(db).await?;
     let found = verification_tokens::Entity::find()
         .filter(Column::TokenHash.eq(hash))
         .filter(Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
         .find_also_related(users::Entity)
-        .one(&txn)
+        .one(txn)
         .await?;
     let Some((link, Some(user))) = found else {
         return Ok(Outcome::Unknown);
@@ -215,7 +286,7 @@ async fn confirm_in_transaction(
         .filter(Column::Purpose.eq(PURPOSE_ACCOUNT_CONFIRMATION))
         .filter(Column::ConsumedAt.is_null())
         .filter(Column::SupersededAt.is_null())
-        .exec(&txn)
+        .exec(txn)
         .await?;
     let mut confirmed = users::ActiveModel {
         id: Set(user.id),
@@ -226,8 +297,7 @@ async fn confirm_in_transaction(
         confirmed.password_hash = Set(password_hash);
         confirmed.display_name = Set(link.display_name);
     }
-    let user = users::Entity::update(confirmed).exec(&txn).await?;
-    txn.commit().await?;
+    let user = users::Entity::update(confirmed).exec(txn).await?;
     Ok(Outcome::Confirmed(user))
 }
 

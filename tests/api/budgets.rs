@@ -17,6 +17,8 @@ on_both_backends!(
     one_client_over_its_budget_is_refused_without_hashing_while_another_is_served,
     behind_a_trusted_proxy_the_forwarded_client_is_counted,
     the_budget_survives_a_restart,
+    a_client_over_its_budget_cannot_use_even_a_valid_link_which_still_works_from_elsewhere,
+    simultaneous_confirmations_from_one_network_are_counted_exactly,
 );
 
 const CONFIRM: &str = "mutation($token: String!) {
@@ -103,6 +105,94 @@ async fn one_client_over_its_budget_is_refused_without_hashing_while_another_is_
         )
         .await;
     assert_eq!(body["data"]["register"]["accepted"], true, "{body}");
+}
+
+async fn a_client_over_its_budget_cannot_use_even_a_valid_link_which_still_works_from_elsewhere(
+    backend: Backend,
+) {
+    use entity::{users, verification_tokens};
+    let app = TestApp::spawn_with(backend, &["--ip-rate-limit", "2"]).await;
+    let token = app
+        .register_and_read_mail("owner@example.com")
+        .await
+        .token();
+    let greedy = client_from("127.0.0.2");
+    for _ in 0..2 {
+        assert_eq!(
+            first_code(&confirm_from(&app, &greedy).await),
+            "TOKEN_INVALID"
+        );
+    }
+    let (_, body) = app
+        .post_graphql_with(&greedy, CONFIRM, json!({ "token": token }))
+        .await;
+    assert_eq!(
+        first_code(&body["data"]["confirmAccount"]),
+        "RATE_LIMITED",
+        "{body}"
+    );
+    // Refused before the link was looked at: neither it nor the account changed.
+    let user = users::Entity::find().one(&app.db).await.unwrap().unwrap();
+    assert_eq!(user.confirmed_at, None);
+    let link = verification_tokens::Entity::find()
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((link.consumed_at, link.superseded_at), (None, None));
+    // The owner, on another network, confirms with it.
+    let (_, body) = app
+        .post_graphql_with(
+            &client_from("127.0.0.3"),
+            CONFIRM,
+            json!({ "token": token }),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["confirmAccount"]["user"]["id"],
+        user.id.to_string(),
+        "{body}"
+    );
+}
+
+async fn simultaneous_confirmations_from_one_network_are_counted_exactly(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--ip-rate-limit", "5"]).await;
+    let greedy = client_from("127.0.0.2");
+    let answers = futures::future::join_all((0..12).map(|_| confirm_from(&app, &greedy))).await;
+    let count = |code: &str| answers.iter().filter(|a| first_code(a) == code).count();
+    assert_eq!(
+        (count("TOKEN_INVALID"), count("RATE_LIMITED")),
+        (5, 7),
+        "{answers:?}"
+    );
+    let budgets = entity::client_budgets::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(budgets.len(), 1, "{budgets:?}");
+    assert_eq!(budgets[0].used, 12, "refused requests count too");
+    // A minute later the count starts again.
+    use sea_orm::{ColumnTrait as _, QueryFilter as _, sea_query::Expr};
+    entity::client_budgets::Entity::update_many()
+        .col_expr(
+            entity::client_budgets::Column::WindowStartedAt,
+            Expr::value(budgets[0].window_started_at - chrono::TimeDelta::seconds(61)),
+        )
+        .filter(entity::client_budgets::Column::ClientKey.eq(budgets[0].client_key.as_str()))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        first_code(&confirm_from(&app, &greedy).await),
+        "TOKEN_INVALID"
+    );
+    let budget = entity::client_budgets::Entity::find()
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(budget.used, 1);
+    assert!(budget.window_started_at > budgets[0].window_started_at);
 }
 
 async fn behind_a_trusted_proxy_the_forwarded_client_is_counted(backend: Backend) {
