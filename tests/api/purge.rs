@@ -30,36 +30,15 @@ async fn a_purge_larger_than_one_batch_removes_every_stale_row_and_nothing_else(
     let long_ago = Utc::now().fixed_offset() - TimeDelta::days(30);
     let txn = app.db.begin().await.unwrap();
     for i in 0..stale {
-        let id = uuid::Uuid::now_v7();
-        users::Entity::insert(users::ActiveModel {
-            id: Set(id),
-            email: Set(format!("stale{i}@example.com")),
-            email_key: Set(format!("stale{i}@example.com")),
-            password_hash: Set("unused".to_owned()),
-            display_name: Set(None),
-            created_at: Set(long_ago),
-            confirmed_at: Set(None),
-        })
-        .exec_without_returning(&txn)
-        .await
-        .unwrap();
-        verification_tokens::Entity::insert(verification_tokens::ActiveModel {
-            id: Set(uuid::Uuid::now_v7()),
-            user_id: Set(id),
-            purpose: Set("account_confirmation".to_owned()),
-            token_hash: Set(format!("{i:064}")),
-            created_at: Set(long_ago),
-            expires_at: Set(long_ago + TimeDelta::days(1)),
-            consumed_at: Set(None),
-            superseded_at: Set(None),
-            signup_id: Set(None),
-            password_hash: Set(None),
-            display_name: Set(None),
-            email: Set(None),
-        })
-        .exec_without_returning(&txn)
-        .await
-        .unwrap();
+        let (user, link) = stale_account(i, long_ago);
+        users::Entity::insert(user)
+            .exec_without_returning(&txn)
+            .await
+            .unwrap();
+        verification_tokens::Entity::insert(link)
+            .exec_without_returning(&txn)
+            .await
+            .unwrap();
     }
     for i in 0..limits {
         entity::mail_throttle_clients::Entity::insert(entity::mail_throttle_clients::ActiveModel {
@@ -109,6 +88,39 @@ async fn a_purge_larger_than_one_batch_removes_every_stale_row_and_nothing_else(
         .unwrap();
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(left.iter().all(|row| !row.email_key.starts_with("limited")));
+}
+
+/// The `i`th never-confirmed account signed up `at`, and its link, expired a day later.
+fn stale_account(
+    i: u64,
+    at: chrono::DateTime<chrono::FixedOffset>,
+) -> (users::ActiveModel, verification_tokens::ActiveModel) {
+    use sea_orm::ActiveValue::Set;
+    let id = uuid::Uuid::now_v7();
+    let user = users::ActiveModel {
+        id: Set(id),
+        email: Set(format!("stale{i}@example.com")),
+        email_key: Set(format!("stale{i}@example.com")),
+        password_hash: Set("unused".to_owned()),
+        display_name: Set(None),
+        created_at: Set(at),
+        confirmed_at: Set(None),
+    };
+    let link = verification_tokens::ActiveModel {
+        id: Set(uuid::Uuid::now_v7()),
+        user_id: Set(id),
+        purpose: Set("account_confirmation".to_owned()),
+        token_hash: Set(format!("{i:064}")),
+        created_at: Set(at),
+        expires_at: Set(at + TimeDelta::days(1)),
+        consumed_at: Set(None),
+        superseded_at: Set(None),
+        signup_id: Set(None),
+        password_hash: Set(None),
+        display_name: Set(None),
+        email: Set(None),
+    };
+    (user, link)
 }
 
 async fn age_user(app: &TestApp, email_key: &str, by: TimeDelta) {
@@ -372,7 +384,6 @@ async fn sequential_scans(db: &sea_orm::DatabaseConnection) -> Vec<(String, i64)
 /// dead rows and all, is what made the last, empty batch of a million-row purge take 260 ms.
 #[tokio::test]
 async fn on_postgres_the_purge_finds_every_batch_along_an_index_never_by_reading_a_table() {
-    use sea_orm::ActiveValue::Set;
     let database = crate::helpers::TestDatabase::create(Backend::Postgres).await;
     // One connection, so that the counts read are those of the purge's own statements.
     let db = admit::db::connect(&database.url, Duration::from_secs(10), Some(1))
@@ -381,38 +392,16 @@ async fn on_postgres_the_purge_finds_every_batch_along_an_index_never_by_reading
     admit::db::migrate(&db).await.unwrap();
     let long_ago = Utc::now().fixed_offset() - TimeDelta::days(30);
     let stale = 600;
-    let ids: Vec<uuid::Uuid> = (0..stale).map(|_| uuid::Uuid::now_v7()).collect();
-    users::Entity::insert_many(ids.iter().enumerate().map(|(i, id)| users::ActiveModel {
-        id: Set(*id),
-        email: Set(format!("stale{i}@example.com")),
-        email_key: Set(format!("stale{i}@example.com")),
-        password_hash: Set("unused".to_owned()),
-        display_name: Set(None),
-        created_at: Set(long_ago),
-        confirmed_at: Set(None),
-    }))
-    .exec(&db)
-    .await
-    .unwrap();
-    verification_tokens::Entity::insert_many(ids.iter().enumerate().map(|(i, id)| {
-        verification_tokens::ActiveModel {
-            id: Set(uuid::Uuid::now_v7()),
-            user_id: Set(*id),
-            purpose: Set("account_confirmation".to_owned()),
-            token_hash: Set(format!("{i:064}")),
-            created_at: Set(long_ago),
-            expires_at: Set(long_ago + TimeDelta::days(1)),
-            consumed_at: Set(None),
-            superseded_at: Set(None),
-            signup_id: Set(None),
-            password_hash: Set(None),
-            display_name: Set(None),
-            email: Set(None),
-        }
-    }))
-    .exec(&db)
-    .await
-    .unwrap();
+    let (accounts, links): (Vec<_>, Vec<_>) =
+        (0..stale).map(|i| stale_account(i, long_ago)).unzip();
+    users::Entity::insert_many(accounts)
+        .exec(&db)
+        .await
+        .unwrap();
+    verification_tokens::Entity::insert_many(links)
+        .exec(&db)
+        .await
+        .unwrap();
     let before = sequential_scans(&db).await;
     assert_eq!(before.len(), 8, "{before:?}");
 
