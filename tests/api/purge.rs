@@ -55,17 +55,9 @@ async fn a_purge_larger_than_one_batch_removes_every_stale_row_and_nothing_else(
     }
     txn.commit().await.unwrap();
 
-    let report = admit::services::purge::purge(
-        &app.db,
-        admit::services::purge::Retention {
-            unconfirmed: TimeDelta::days(7),
-            cooldown: TimeDelta::minutes(1),
-            mail: TimeDelta::days(7),
-            session_idle: TimeDelta::days(7),
-        },
-    )
-    .await
-    .unwrap();
+    let report = admit::services::purge::purge(&app.db, week_retention())
+        .await
+        .unwrap();
 
     assert_eq!(report.users, stale);
     assert!(report.throttles >= limits, "{report:?}");
@@ -88,6 +80,16 @@ async fn a_purge_larger_than_one_batch_removes_every_stale_row_and_nothing_else(
         .unwrap();
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(left.iter().all(|row| !row.email_key.starts_with("limited")));
+}
+
+/// A week for unconfirmed accounts, mail and idle sessions, as by default.
+fn week_retention() -> admit::services::purge::Retention {
+    admit::services::purge::Retention {
+        unconfirmed: TimeDelta::days(7),
+        cooldown: TimeDelta::minutes(1),
+        mail: TimeDelta::days(7),
+        session_idle: TimeDelta::days(7),
+    }
 }
 
 /// The `i`th never-confirmed account signed up `at`, and its link, expired a day later.
@@ -405,17 +407,9 @@ async fn on_postgres_the_purge_finds_every_batch_along_an_index_never_by_reading
     let before = sequential_scans(&db).await;
     assert_eq!(before.len(), 8, "{before:?}");
 
-    let report = admit::services::purge::purge(
-        &db,
-        admit::services::purge::Retention {
-            unconfirmed: TimeDelta::days(7),
-            cooldown: TimeDelta::minutes(1),
-            mail: TimeDelta::days(7),
-            session_idle: TimeDelta::days(7),
-        },
-    )
-    .await
-    .unwrap();
+    let report = admit::services::purge::purge(&db, week_retention())
+        .await
+        .unwrap();
 
     assert_eq!((report.users, report.tokens), (stale, stale));
     assert_eq!(sequential_scans(&db).await, before);
