@@ -867,7 +867,7 @@ const SLICES: usize = 10;
 async fn confirmed_directly(
     db: &sea_orm::DatabaseConnection,
     token: String,
-    budget: admit::services::confirmation::Budget,
+    budget: admit::services::client_budget::Budget,
 ) -> bool {
     let Ok(token) = admit::domain::ConfirmationToken::parse(&token) else {
         return false;
@@ -999,7 +999,7 @@ async fn confirm_throughput(
     } else {
         Networks::One
     };
-    let budget_of = |worker: usize| admit::services::confirmation::Budget {
+    let budget_of = |worker: usize| admit::services::client_budget::Budget {
         client: admit::domain::ClientNetwork::of(IpAddr::V4(lane_address(worker, networks))),
         per_minute: budget,
     };
@@ -1462,9 +1462,15 @@ async fn purge_stale(
                     0x0a00_0000 + (n % 65_536) * 256,
                 )));
                 let sent = Instant::now();
-                if admit::services::client_budget::take(&db, client, 1_000_000)
-                    .await?
-                    .is_err()
+                if admit::services::client_budget::take(
+                    &db,
+                    admit::services::client_budget::Budget {
+                        client,
+                        per_minute: 1_000_000,
+                    },
+                )
+                .await?
+                .is_err()
                 {
                     bail!("the writer's budget ran out");
                 }

@@ -122,6 +122,14 @@ impl Accounts {
         self.outbox.wake();
         Ok(message_id)
     }
+
+    /// The budget of costly requests that `client`'s requests take from.
+    pub(super) fn budget(&self, client: ClientNetwork) -> client_budget::Budget {
+        client_budget::Budget {
+            client,
+            per_minute: self.settings.ip_rate_limit,
+        }
+    }
 }
 
 /// `page#token=...`: the token rides in the fragment, which browsers never send to a server.
@@ -208,7 +216,7 @@ pub async fn register(
     client: ClientNetwork,
     account: NewAccount,
 ) -> Result<(), RegisterError> {
-    client_budget::take(&state.db, client, state.settings.ip_rate_limit).await??;
+    client_budget::take(&state.db, state.budget(client)).await??;
     throttle::peek(
         &state.db,
         account.email.key(),
@@ -319,9 +327,7 @@ pub(super) async fn record_mail_request(
     email: &EmailAddress,
     purpose: &str,
 ) -> anyhow::Result<Result<(), RateLimited>> {
-    if let Err(limited) =
-        client_budget::take(&state.db, client, state.settings.ip_rate_limit).await?
-    {
+    if let Err(limited) = client_budget::take(&state.db, state.budget(client)).await? {
         return Ok(Err(limited));
     }
     let txn = begin_write(&state.db).await?;
@@ -472,11 +478,14 @@ pub async fn confirm_account(
     client: ClientNetwork,
     token: ConfirmationToken,
 ) -> Result<users::Model, ConfirmError> {
-    let budget = confirmation::Budget {
-        client,
-        per_minute: state.settings.ip_rate_limit,
-    };
-    match confirmation::confirm(&state.db, token.hash().as_str(), now(), budget).await? {
+    match confirmation::confirm(
+        &state.db,
+        token.hash().as_str(),
+        now(),
+        state.budget(client),
+    )
+    .await?
+    {
         Outcome::OverBudget(limited) => Err(ConfirmError::RateLimited(limited)),
         Outcome::Unknown => Err(ConfirmError::InvalidToken),
         Outcome::Superseded => Err(ConfirmError::SupersededToken),

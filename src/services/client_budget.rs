@@ -17,15 +17,23 @@ use crate::{db::now, domain::ClientNetwork};
 /// The window the budget counts in.
 const WINDOW: TimeDelta = TimeDelta::minutes(1);
 
-/// Counts one costly request from `client` and refuses it when the client has made more than
+/// Whose budget a request takes from, and how large it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// The network the request came from.
+    pub client: ClientNetwork,
+    /// Costly requests the network may make a minute (`ADMIT_IP_RATE_LIMIT`); 0 for no limit.
+    pub per_minute: u32,
+}
+
+/// Counts one costly request in `budget` and refuses it when the client has made more than
 /// `per_minute` in the current window; `per_minute == 0` turns the budget off.
 ///
 /// One upsert does the counting, so concurrent requests from one client are counted exactly,
 /// on SQLite and PostgreSQL alike, without a transaction of their own.
 pub async fn take<C: ConnectionTrait>(
     db: &C,
-    client: ClientNetwork,
-    per_minute: u32,
+    Budget { client, per_minute }: Budget,
 ) -> Result<Result<(), RateLimited>, DbErr> {
     if per_minute == 0 {
         return Ok(Ok(()));

@@ -23,8 +23,12 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait as _},
 };
 
-use super::{accounts::PURPOSE_ACCOUNT_CONFIRMATION, client_budget, throttle::RateLimited};
-use crate::{db::begin_write, domain::ClientNetwork};
+use super::{
+    accounts::PURPOSE_ACCOUNT_CONFIRMATION,
+    client_budget::{self, Budget},
+    throttle::RateLimited,
+};
+use crate::db::begin_write;
 
 /// The whole confirmation on PostgreSQL. `$1` is the token's hash, `$2` the purpose
 /// (`account_confirmation`), `$3` the current time, `$4` the client network's key, `$5` the
@@ -95,16 +99,6 @@ FROM (SELECT 1) AS always
     LEFT JOIN (link l JOIN account a ON a.id = l.user_id) ON true
     LEFT JOIN confirmed c ON c.id = a.id
 "#;
-
-/// Who presents a link, and how many costly requests a minute their network may make
-/// (`ADMIT_IP_RATE_LIMIT`; 0 turns the budget off).
-#[derive(Debug, Clone, Copy)]
-pub struct Budget {
-    /// The network the request came from.
-    pub client: ClientNetwork,
-    /// Requests a minute; 0 for no limit.
-    pub per_minute: u32,
-}
 
 /// What presenting a confirmation link did.
 #[derive(Debug)]
@@ -231,7 +225,7 @@ async fn confirm_in_transaction(
     budget: Budget,
 ) -> Result<Outcome, DbErr> {
     let txn = begin_write(db).await?;
-    let outcome = match client_budget::take(&txn, budget.client, budget.per_minute).await? {
+    let outcome = match client_budget::take(&txn, budget).await? {
         Err(limited) => Outcome::OverBudget(limited),
         Ok(()) => confirm_locked(&txn, hash, now).await?,
     };

@@ -129,7 +129,7 @@ pub async fn request_email_change(
     if new_email.key() == user.email_key {
         return Err(RequestEmailChangeError::SameAddress);
     }
-    client_budget::take(&accounts.db, client, accounts.settings.ip_rate_limit).await??;
+    client_budget::take(&accounts.db, accounts.budget(client)).await??;
     let txn = begin_write(&accounts.db).await?;
     let policy = accounts.settings.mail_limits;
     if let Err(limited) = throttle::take(&txn, new_email.key(), client, policy).await? {
@@ -171,7 +171,7 @@ pub async fn confirm_email_change(
     client: ClientNetwork,
     token: ConfirmationToken,
 ) -> Result<users::Model, ChangeEmailError> {
-    client_budget::take(&accounts.db, client, accounts.settings.ip_rate_limit).await??;
+    client_budget::take(&accounts.db, accounts.budget(client)).await??;
     let txn = begin_write(&accounts.db).await?;
     let (user, record, new_email) = open_link(&txn, &token, PURPOSE_EMAIL_CHANGE).await?;
     let old_email = user.email.clone();
@@ -207,7 +207,7 @@ pub async fn revert_email_change(
     client: ClientNetwork,
     token: ConfirmationToken,
 ) -> Result<users::Model, ChangeEmailError> {
-    client_budget::take(&accounts.db, client, accounts.settings.ip_rate_limit).await??;
+    client_budget::take(&accounts.db, accounts.budget(client)).await??;
     let txn = begin_write(&accounts.db).await?;
     let (user, record, old_email) = open_link(&txn, &token, PURPOSE_EMAIL_REVERT).await?;
     let user = move_to(&txn, &user, &old_email).await?;

@@ -149,7 +149,7 @@ pub async fn reset_password(
     token: ConfirmationToken,
     new_password: &str,
 ) -> Result<users::Model, ResetError> {
-    client_budget::take(&accounts.db, client, accounts.settings.ip_rate_limit).await??;
+    client_budget::take(&accounts.db, accounts.budget(client)).await??;
     let hash = token.hash();
     let by_hash = || {
         verification_tokens::Entity::find()

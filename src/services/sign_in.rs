@@ -94,7 +94,14 @@ pub async fn sign_in(
     client: ClientNetwork,
     request: SignInRequest,
 ) -> Result<SignedIn, SignInError> {
-    client_budget::take(&sessions.db, client, sessions.policy.ip_rate_limit).await??;
+    client_budget::take(
+        &sessions.db,
+        client_budget::Budget {
+            client,
+            per_minute: sessions.policy.ip_rate_limit,
+        },
+    )
+    .await??;
     let key = request.email.key();
     count_attempt(&sessions.db, key).await??;
     let user = users::Entity::find()
