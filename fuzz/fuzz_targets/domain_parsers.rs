@@ -3,7 +3,7 @@
 #![no_main]
 
 use admit::{
-    domain::{ConfirmationToken, DisplayName, EmailAddress, Password, PasswordPolicy},
+    domain::{ConfirmationToken, DisplayName, EmailAddress, NewPassword, PasswordPolicy},
     graphql::limits,
 };
 use libfuzzer_sys::fuzz_target;
@@ -15,7 +15,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(!email.key().is_empty());
         assert!(!email.deliverable().is_empty());
     }
-    let _ = Password::parse(&text, PasswordPolicy::default(), &[&text]);
+    let _ =
+        NewPassword::parse(&text, PasswordPolicy::default(), &[&text]).and_then(NewPassword::judge);
     let _ = ConfirmationToken::parse(&text);
     let _ = DisplayName::parse(&text);
     let _ = limits::scan_source(&text);

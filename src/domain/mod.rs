@@ -12,5 +12,7 @@ pub use client::ClientNetwork;
 pub use display_name::{DisplayName, DisplayNameError};
 pub use email::{EmailAddress, EmailError};
 pub use lifetime::{Lifetime, LifetimeError};
-pub use password::{MAX_ATTEMPT_LENGTH, Password, PasswordError, PasswordPolicy};
+pub use password::{
+    JUDGED_PREFIX, MAX_ATTEMPT_LENGTH, NewPassword, Password, PasswordError, PasswordPolicy,
+};
 pub use token::{ConfirmationToken, SessionToken, TokenHash, TokenParseError};

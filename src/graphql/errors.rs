@@ -152,6 +152,9 @@ pub(super) fn register_payload(
         Err(RegisterError::RateLimited(limited)) => {
             Ok(rate_limited_acceptance(&["input", "email"], limited).into())
         }
+        Err(RegisterError::InvalidPassword(err)) => {
+            Ok(Acceptance::invalid(vec![UserError::from(err)]).into())
+        }
         Err(RegisterError::Internal(err)) => Err(internal(ctx, &err)),
     }
 }

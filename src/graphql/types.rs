@@ -7,7 +7,7 @@ use entity::{sessions, users};
 use uuid::Uuid;
 
 use crate::{
-    domain::{self, DisplayName, EmailAddress, Password},
+    domain::{self, DisplayName, EmailAddress, NewPassword},
     services::{accounts::NewAccount, sessions::Authenticated},
 };
 
@@ -66,7 +66,7 @@ impl RegisterInput {
             .rsplit_once('@')
             .map_or("", |(local, _)| local);
         let name = self.display_name.as_deref().unwrap_or_default();
-        let password = Password::parse(&self.password, policy, &[local_part, name]);
+        let password = NewPassword::parse(&self.password, policy, &[local_part, name]);
         let display_name = DisplayName::parse(name);
         match (email, password, display_name) {
             (Ok(email), Ok(password), Ok(display_name)) => Ok(NewAccount {
@@ -488,7 +488,8 @@ pub struct PasswordPolicy {
     /// Always true: passwords that attackers try first (found in lists of common and leaked
     /// passwords, or as easy to guess), made only of spaces, or containing the email address's
     /// local part or the display name are refused with `PASSWORD_TOO_COMMON` or
-    /// `PASSWORD_TOO_WEAK`. Forms can say so next to the length rule.
+    /// `PASSWORD_TOO_WEAK`. How easy to guess is judged on the first 16 characters. Forms can
+    /// say so next to the length rule.
     pub rejects_common_passwords: bool,
 }
 

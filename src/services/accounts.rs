@@ -22,8 +22,8 @@ use super::{
 use crate::{
     db::{begin_write, now},
     domain::{
-        ClientNetwork, ConfirmationToken, DisplayName, EmailAddress, Lifetime, Password,
-        PasswordPolicy,
+        ClientNetwork, ConfirmationToken, DisplayName, EmailAddress, Lifetime, NewPassword,
+        PasswordError, PasswordPolicy,
     },
     mail::{self, OutboxSignal, Templates},
     secrets::SecretKeys,
@@ -144,8 +144,8 @@ pub(super) fn link(page: &Url, token: &ConfirmationToken) -> String {
 pub struct NewAccount {
     /// The address to register.
     pub email: EmailAddress,
-    /// The chosen password.
-    pub password: Password,
+    /// The chosen password, judged when it is hashed.
+    pub password: NewPassword,
     /// How the person wants to be greeted, if at all.
     pub display_name: Option<DisplayName>,
 }
@@ -157,6 +157,10 @@ pub enum RegisterError {
     /// requests; nothing changed.
     #[error("rate limited")]
     RateLimited(RateLimited),
+    /// The password is too easy to guess (judged after the limits, in the client's turn for
+    /// the hashing threads); nothing changed.
+    #[error("the password does not meet the policy")]
+    InvalidPassword(PasswordError),
     /// Anything unexpected (database down, no randomness, ...); never shown to clients.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -226,9 +230,10 @@ pub async fn register(
     .await??;
     let password_hash = state
         .hasher
-        .hash(client, account.password)
+        .judge_and_hash(client, account.password)
         .await
-        .map_err(anyhow::Error::from)?;
+        .map_err(anyhow::Error::from)?
+        .map_err(RegisterError::InvalidPassword)?;
     let token = new_token()?;
     let now = now();
     let signup = SignUp {

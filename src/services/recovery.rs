@@ -25,7 +25,9 @@ use super::{
 };
 use crate::{
     db::{begin_write, now},
-    domain::{ClientNetwork, ConfirmationToken, EmailAddress, Password, PasswordError},
+    domain::{
+        ClientNetwork, ConfirmationToken, EmailAddress, NewPassword, Password, PasswordError,
+    },
     mail,
 };
 
@@ -169,9 +171,10 @@ pub async fn reset_password(
         new_account_password(accounts, &user, new_password).map_err(ResetError::InvalidPassword)?;
     let password_hash = accounts
         .hasher
-        .hash(client, password)
+        .judge_and_hash(client, password)
         .await
-        .map_err(anyhow::Error::from)?;
+        .map_err(anyhow::Error::from)?
+        .map_err(ResetError::InvalidPassword)?;
 
     let txn = begin_write(&accounts.db).await?;
     let user = users::Entity::find_by_id(record.user_id)
@@ -236,9 +239,10 @@ pub async fn change_password(
         .map_err(ChangePasswordError::InvalidPassword)?;
     let password_hash = accounts
         .hasher
-        .hash(client, password)
+        .judge_and_hash(client, password)
         .await
-        .map_err(anyhow::Error::from)?;
+        .map_err(anyhow::Error::from)?
+        .map_err(ChangePasswordError::InvalidPassword)?;
 
     let txn = begin_write(&accounts.db).await?;
     let user = users::Entity::update(users::ActiveModel {
@@ -257,15 +261,16 @@ pub async fn change_password(
     Ok(user)
 }
 
-/// `raw` as the account's new password: the policy, and not built on the account's own words.
+/// `raw` as the account's new password: the policy's rules, and not built on the account's
+/// own words; judged when it is hashed.
 pub(super) fn new_account_password(
     accounts: &Accounts,
     user: &users::Model,
     raw: &str,
-) -> Result<Password, PasswordError> {
+) -> Result<NewPassword, PasswordError> {
     let local_part = user.email.rsplit_once('@').map_or("", |(local, _)| local);
     let name = user.display_name.as_deref().unwrap_or_default();
-    Password::parse(raw, accounts.password_policy(), &[local_part, name])
+    NewPassword::parse(raw, accounts.password_policy(), &[local_part, name])
 }
 
 /// Where notices to the account go: its address with an ASCII domain.

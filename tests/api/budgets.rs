@@ -19,6 +19,7 @@ on_both_backends!(
     the_budget_survives_a_restart,
     a_client_over_its_budget_cannot_use_even_a_valid_link_which_still_works_from_elsewhere,
     simultaneous_confirmations_from_one_network_are_counted_exactly,
+    a_password_is_judged_only_within_the_clients_budget,
 );
 
 const CONFIRM: &str = "mutation($token: String!) {
@@ -105,6 +106,35 @@ async fn one_client_over_its_budget_is_refused_without_hashing_while_another_is_
         )
         .await;
     assert_eq!(body["data"]["register"]["accepted"], true, "{body}");
+}
+
+/// Judging a password's guessability can cost as much CPU as a hash (far more for a crafted
+/// one), so it is done after the client's budget is taken, never before.
+async fn a_password_is_judged_only_within_the_clients_budget(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--ip-rate-limit", "1"]).await;
+    let greedy = client_from("127.0.0.2");
+    let sign_up = |client, email: &'static str| {
+        let app = &app;
+        async move {
+            let input = json!({ "input": { "email": email, "password": "password12345" } });
+            let (status, body) = app.post_graphql_with(client, REGISTER, input).await;
+            assert_eq!(status, 200, "{body}");
+            body["data"]["register"].clone()
+        }
+    };
+    let judged = sign_up(&greedy, "first@example.com").await;
+    assert_eq!(first_code(&judged), "PASSWORD_TOO_COMMON", "{judged}");
+    // Over its budget, the same sign-up is refused before its password is looked at.
+    let refused = sign_up(&greedy, "second@example.com").await;
+    assert_eq!(first_code(&refused), "RATE_LIMITED", "{refused}");
+    // Another network is still told what is wrong with the password; nothing was created.
+    let other = sign_up(&client_from("127.0.0.3"), "third@example.com").await;
+    assert_eq!(first_code(&other), "PASSWORD_TOO_COMMON", "{other}");
+    assert_eq!(app.hasher.completed(), 0);
+    assert_eq!(
+        entity::users::Entity::find().count(&app.db).await.unwrap(),
+        0
+    );
 }
 
 async fn a_client_over_its_budget_cannot_use_even_a_valid_link_which_still_works_from_elsewhere(

@@ -23,7 +23,7 @@ use argon2::{
 use tokio::sync::oneshot;
 
 use self::queue::{FairQueue, Next, Pushed};
-use crate::domain::{ClientNetwork, Password};
+use crate::domain::{ClientNetwork, NewPassword, Password, PasswordError};
 
 mod queue;
 
@@ -56,17 +56,22 @@ pub enum HashError {
 
 struct Job {
     queued_at: std::time::Instant,
-    password: Password,
     task: Task,
 }
 
+/// A new password's hash, or the rule it broke.
+type Judged = Result<String, PasswordError>;
+
 /// What a worker is asked to do with a password.
 enum Task {
-    /// A fresh hash: its PHC string.
-    Hash(oneshot::Sender<Result<String, HashError>>),
+    /// A fresh hash of a password already judged: its PHC string.
+    Hash(Password, oneshot::Sender<Result<String, HashError>>),
+    /// A new password: judged, then, if it passes, hashed.
+    JudgeAndHash(NewPassword, oneshot::Sender<Result<Judged, HashError>>),
     /// A check against a stored PHC string, or against nothing (an unknown account), which
     /// costs the same and never matches.
     Verify(
+        Password,
         Option<String>,
         oneshot::Sender<Result<Verification, HashError>>,
     ),
@@ -76,16 +81,18 @@ impl Task {
     /// Whether the requester stopped waiting for the answer.
     fn abandoned(&self) -> bool {
         match self {
-            Self::Hash(reply) => reply.is_closed(),
-            Self::Verify(_, reply) => reply.is_closed(),
+            Self::Hash(_, reply) => reply.is_closed(),
+            Self::JudgeAndHash(_, reply) => reply.is_closed(),
+            Self::Verify(_, _, reply) => reply.is_closed(),
         }
     }
 
     /// Answers `busy` without hashing. A requester that has gone since gets nothing.
     fn refuse(self, busy: HashError) {
         match self {
-            Self::Hash(reply) => drop(reply.send(Err(busy))),
-            Self::Verify(_, reply) => drop(reply.send(Err(busy))),
+            Self::Hash(_, reply) => drop(reply.send(Err(busy))),
+            Self::JudgeAndHash(_, reply) => drop(reply.send(Err(busy))),
+            Self::Verify(_, _, reply) => drop(reply.send(Err(busy))),
         }
     }
 }
@@ -197,10 +204,22 @@ impl PasswordHasher {
         password: Password,
     ) -> Result<String, HashError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(client, password, Task::Hash(reply))?;
-        answer
-            .await
-            .map_err(|_| HashError::Failed("a hashing thread stopped".to_owned()))?
+        self.submit(client, Task::Hash(password, reply))?;
+        answered(answer).await
+    }
+
+    /// A new password judged ([`NewPassword::judge`]) and, if it passes, hashed as by
+    /// [`hash`](Self::hash), in `client`'s turn. The judgment runs on the hashing threads
+    /// because, like the hash, it can cost tens of milliseconds: queued, it is bounded by the
+    /// queue and the client's turn, and never holds up a request thread.
+    pub async fn judge_and_hash(
+        &self,
+        client: ClientNetwork,
+        password: NewPassword,
+    ) -> Result<Judged, HashError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(client, Task::JudgeAndHash(password, reply))?;
+        answered(answer).await
     }
 
     /// Checks `password` against the PHC string `stored`. With `None` (no such account) the
@@ -214,23 +233,15 @@ impl PasswordHasher {
         stored: Option<String>,
     ) -> Result<Verification, HashError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(client, password, Task::Verify(stored, reply))?;
-        answer
-            .await
-            .map_err(|_| HashError::Failed("a hashing thread stopped".to_owned()))?
+        self.submit(client, Task::Verify(password, stored, reply))?;
+        answered(answer).await
     }
 
     /// Queues a job, or answers `Busy` at once when the queue is full and `client` has the
     /// most jobs waiting. A job of a busier network that gave way is answered `Busy`.
-    fn submit(
-        &self,
-        client: ClientNetwork,
-        password: Password,
-        task: Task,
-    ) -> Result<(), HashError> {
+    fn submit(&self, client: ClientNetwork, task: Task) -> Result<(), HashError> {
         let job = Job {
             queued_at: std::time::Instant::now(),
-            password,
             task,
         };
         match self.jobs.0.push(client, job) {
@@ -253,6 +264,14 @@ impl PasswordHasher {
     pub fn completed(&self) -> u64 {
         self.pace.completed.load(Ordering::Relaxed)
     }
+}
+
+/// A worker's answer; a worker that stopped without one (it cannot, short of a panic) is a
+/// failure.
+async fn answered<T>(answer: oneshot::Receiver<Result<T, HashError>>) -> Result<T, HashError> {
+    answer
+        .await
+        .map_err(|_| HashError::Failed("a hashing thread stopped".to_owned()))?
 }
 
 /// One worker: its memory is allocated at the first job, reused for every later one, and given
@@ -293,13 +312,26 @@ fn work(inbox: &FairQueue<ClientNetwork, Job>, pace: &Pace, max_wait: Duration) 
         }
         let started = std::time::Instant::now();
         match job.task {
-            Task::Hash(reply) => {
-                let result = hash_into(&params, &job.password, &mut memory);
+            Task::Hash(password, reply) => {
+                let result = hash_into(&params, &password, &mut memory);
                 pace.record(started.elapsed());
                 let _ = reply.send(result);
             }
-            Task::Verify(stored, reply) => {
-                let result = verify_into(&params, &job.password, stored.as_deref(), &mut memory);
+            Task::JudgeAndHash(password, reply) => {
+                // A password that breaks the rule is answered unhashed, and not counted as a
+                // hash.
+                let result = match password.judge() {
+                    Ok(password) => {
+                        let hashed = hash_into(&params, &password, &mut memory).map(Ok);
+                        pace.record(started.elapsed());
+                        hashed
+                    }
+                    Err(broken) => Ok(Err(broken)),
+                };
+                let _ = reply.send(result);
+            }
+            Task::Verify(password, stored, reply) => {
+                let result = verify_into(&params, &password, stored.as_deref(), &mut memory);
                 pace.record(started.elapsed());
                 let _ = reply.send(result);
             }
@@ -459,12 +491,29 @@ mod tests {
     }
 
     fn password() -> Password {
-        Password::parse(
-            "correct horse battery staple",
-            PasswordPolicy::default(),
-            &[],
-        )
-        .unwrap()
+        Password::attempt("correct horse battery staple").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_new_password_is_judged_by_a_worker_and_hashed_only_when_it_passes() {
+        let hasher = PasswordHasher::new(1, 4, WAIT).unwrap();
+        let new = |raw: &str| NewPassword::parse(raw, PasswordPolicy::default(), &[]).unwrap();
+        let weak = hasher
+            .judge_and_hash(client(), new("password12345"))
+            .await
+            .unwrap();
+        assert_eq!(weak, Err(PasswordError::TooCommon));
+        assert_eq!(hasher.completed(), 0, "a refused password is not hashed");
+        let phc = hasher
+            .judge_and_hash(client(), new("correct horse battery staple"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(hasher.completed(), 1);
+        let parsed = PasswordHash::new(&phc).unwrap();
+        Argon2::default()
+            .verify_password(b"correct horse battery staple", &parsed)
+            .unwrap();
     }
 
     #[tokio::test]
@@ -495,7 +544,7 @@ mod tests {
     #[tokio::test]
     async fn verification_matches_only_the_right_password_and_flags_old_parameters() {
         let hasher = PasswordHasher::new(1, 4, WAIT).unwrap();
-        let parse = |raw: &str| Password::parse(raw, PasswordPolicy::default(), &[]).unwrap();
+        let parse = |raw: &str| Password::attempt(raw).unwrap();
         let stored = hasher
             .hash(client(), parse("correct horse battery staple"))
             .await
@@ -589,12 +638,14 @@ mod tests {
         let send = |job| assert!(matches!(inbox.push(client(), job), Pushed::Queued));
         let job = |task| Job {
             queued_at: std::time::Instant::now(),
-            password: password(),
             task,
         };
         let (late, late_answer) = oneshot::channel();
         let (late_check, late_check_answer) = oneshot::channel();
-        for task in [Task::Hash(late), Task::Verify(None, late_check)] {
+        for task in [
+            Task::Hash(password(), late),
+            Task::Verify(password(), None, late_check),
+        ] {
             send(Job {
                 queued_at: std::time::Instant::now() - WAIT - Duration::from_secs(1),
                 ..job(task)
@@ -605,9 +656,9 @@ mod tests {
         let (verify_gave_up, dropped) = oneshot::channel();
         drop(dropped);
         let (waits, answer) = oneshot::channel();
-        send(job(Task::Hash(gave_up)));
-        send(job(Task::Verify(None, verify_gave_up)));
-        send(job(Task::Hash(waits)));
+        send(job(Task::Hash(password(), gave_up)));
+        send(job(Task::Verify(password(), None, verify_gave_up)));
+        send(job(Task::Hash(password(), waits)));
         inbox.close();
         let pace = Arc::new(Pace::new(1));
         let counted = Arc::clone(&pace);
