@@ -517,6 +517,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn judgments_wait_in_the_same_bounded_queue_as_hashes() {
+        let hasher = PasswordHasher::new(1, 1, WAIT).unwrap();
+        let new = |raw: &str| NewPassword::parse(raw, PasswordPolicy::default(), &[]).unwrap();
+        // The worker hashes this one while the judgments below arrive.
+        let strong = hasher.judge_and_hash(client(), new("correct horse battery staple"));
+        let weak: Vec<_> = (0..7)
+            .map(|_| hasher.judge_and_hash(client(), new("password12345")))
+            .collect();
+        let (strong, weak) = tokio::join!(strong, futures::future::join_all(weak));
+        assert!(strong.unwrap().is_ok());
+        let busy = weak
+            .iter()
+            .filter(|answer| matches!(answer, Err(HashError::Busy { .. })))
+            .count();
+        let judged = weak
+            .iter()
+            .filter(|answer| matches!(answer, Ok(Err(PasswordError::TooCommon))))
+            .count();
+        // One slot waits behind the worker: of seven judgments at once, six or all seven are
+        // turned away unjudged, as hashes would be.
+        assert!(busy >= 6, "busy {busy}, judged {judged}");
+        assert_eq!(busy + judged, 7);
+    }
+
+    #[tokio::test]
     async fn hashes_from_reused_memory_verify_and_differ_by_salt() {
         let hasher = PasswordHasher::new(1, 4, WAIT).unwrap();
         let password = password();
