@@ -80,8 +80,8 @@ const MIN_SCORE: zxcvbn::Score = zxcvbn::Score::Two;
 ///
 /// zxcvbn's cost grows with the square of the length and, through its l33t matcher, with the
 /// product of the substitutions the password's characters allow: on the benchmark machine a
-/// 28-character passphrase took 0.6 ms, a crafted 16-character one 18 ms and a crafted
-/// 128-character one over 500 ms (a known weakness of every zxcvbn port; dropbox/zxcvbn#326).
+/// 28-character passphrase took 0.6 ms, the costliest 16 characters 22 ms and a crafted
+/// 128-character password over 500 ms (a known weakness of every zxcvbn port; dropbox/zxcvbn#326).
 /// Judging only a prefix is what zxcvbn's authors recommend for long input. It passes no
 /// password that the whole would fail: in zxcvbn's model, characters after a start only add
 /// guesses. A longer password whose first sixteen characters alone are guessable is refused.
