@@ -133,14 +133,15 @@ impl NewPassword {
     /// The last rule: not on the lists attackers try first, nor as easy to guess, judged on
     /// the first [`JUDGED_PREFIX`] code points. Costs up to tens of milliseconds of CPU.
     pub fn judge(self) -> Result<Password, PasswordError> {
-        let judged: String = self
-            .normalized
-            .expose_secret()
-            .chars()
-            .take(JUDGED_PREFIX)
-            .collect();
+        // A slice, not a copy: no unzeroized copy of the password is left behind.
+        let normalized = self.normalized.expose_secret();
+        let end = normalized
+            .char_indices()
+            .nth(JUDGED_PREFIX)
+            .map_or(normalized.len(), |(at, _)| at);
+        let judged = &normalized[..end];
         let inputs: Vec<&str> = self.account_words.iter().map(String::as_str).collect();
-        if zxcvbn::zxcvbn(&judged, &inputs).score() < MIN_SCORE {
+        if zxcvbn::zxcvbn(judged, &inputs).score() < MIN_SCORE {
             return Err(PasswordError::TooCommon);
         }
         Ok(Password(self.normalized))

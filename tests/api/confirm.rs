@@ -1,10 +1,10 @@
 use chrono::Utc;
 use entity::{users, verification_tokens};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Backend, TestApp, on_both_backends};
+use crate::helpers::{Backend, TestApp, link_row, on_both_backends};
 
 on_both_backends!(
     confirm_account_activates_the_account_from_the_mailed_link,
@@ -104,20 +104,13 @@ async fn confirm_account_rejects_a_token_issued_for_another_purpose(backend: Bac
     let user = users::Entity::find().one(&app.db).await.unwrap().unwrap();
     let other = "A".repeat(43);
     let now = Utc::now().fixed_offset();
-    verification_tokens::Entity::insert(verification_tokens::ActiveModel {
-        id: Set(uuid::Uuid::now_v7()),
-        user_id: Set(user.id),
-        purpose: Set("password_reset".to_owned()),
-        token_hash: Set(hex::encode(Sha256::digest(other.as_bytes()))),
-        created_at: Set(now),
-        expires_at: Set(now + chrono::TimeDelta::hours(1)),
-        consumed_at: Set(None),
-        superseded_at: Set(None),
-        signup_id: Set(None),
-        password_hash: Set(None),
-        display_name: Set(None),
-        email: Set(None),
-    })
+    verification_tokens::Entity::insert(link_row(
+        user.id,
+        "password_reset",
+        hex::encode(Sha256::digest(other.as_bytes())),
+        now,
+        now + chrono::TimeDelta::hours(1),
+    ))
     .exec(&app.db)
     .await
     .unwrap();

@@ -521,6 +521,32 @@ pub(crate) use on_both_backends;
 
 /// An HTTP client whose connections leave from `ip`: 127.0.0.2 and 127.0.0.3 are as local as
 /// 127.0.0.1, so one machine can play two clients.
+/// An unused, unsuperseded link row of `purpose` for `user_id`, stored under `token_hash`,
+/// for tests that put links straight into the database.
+pub fn link_row(
+    user_id: uuid::Uuid,
+    purpose: &str,
+    token_hash: String,
+    created_at: chrono::DateTime<chrono::FixedOffset>,
+    expires_at: chrono::DateTime<chrono::FixedOffset>,
+) -> verification_tokens::ActiveModel {
+    use sea_orm::ActiveValue::Set;
+    verification_tokens::ActiveModel {
+        id: Set(uuid::Uuid::now_v7()),
+        user_id: Set(user_id),
+        purpose: Set(purpose.to_owned()),
+        token_hash: Set(token_hash),
+        created_at: Set(created_at),
+        expires_at: Set(expires_at),
+        consumed_at: Set(None),
+        superseded_at: Set(None),
+        signup_id: Set(None),
+        password_hash: Set(None),
+        display_name: Set(None),
+        email: Set(None),
+    }
+}
+
 pub fn client_from(ip: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(ip.parse::<std::net::IpAddr>().expect("an IP address"))

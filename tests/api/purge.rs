@@ -7,7 +7,7 @@ use entity::{mail_throttles, outbox_messages, sessions, users, verification_toke
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, sea_query::Expr};
 
 use crate::{
-    helpers::{Backend, TestApp, on_both_backends},
+    helpers::{Backend, TestApp, link_row, on_both_backends},
     process::admit_command,
 };
 
@@ -29,17 +29,7 @@ async fn a_purge_larger_than_one_batch_removes_every_stale_row_and_nothing_else(
     let (stale, limits) = (1234, 777);
     let long_ago = Utc::now().fixed_offset() - TimeDelta::days(30);
     let txn = app.db.begin().await.unwrap();
-    for i in 0..stale {
-        let (user, link) = stale_account(i, long_ago);
-        users::Entity::insert(user)
-            .exec_without_returning(&txn)
-            .await
-            .unwrap();
-        verification_tokens::Entity::insert(link)
-            .exec_without_returning(&txn)
-            .await
-            .unwrap();
-    }
+    insert_stale_accounts(&txn, stale, long_ago).await;
     for i in 0..limits {
         entity::mail_throttle_clients::Entity::insert(entity::mail_throttle_clients::ActiveModel {
             email_key: Set(format!("limited{}@example.com", i % 7)),
@@ -92,37 +82,43 @@ fn week_retention() -> admit::services::purge::Retention {
     }
 }
 
-/// The `i`th never-confirmed account signed up `at`, and its link, expired a day later.
-fn stale_account(
-    i: u64,
+/// `count` never-confirmed accounts signed up `at`, each with its link, expired a day later.
+async fn insert_stale_accounts(
+    db: &impl sea_orm::ConnectionTrait,
+    count: u64,
     at: chrono::DateTime<chrono::FixedOffset>,
-) -> (users::ActiveModel, verification_tokens::ActiveModel) {
+) {
     use sea_orm::ActiveValue::Set;
-    let id = uuid::Uuid::now_v7();
-    let user = users::ActiveModel {
-        id: Set(id),
-        email: Set(format!("stale{i}@example.com")),
-        email_key: Set(format!("stale{i}@example.com")),
-        password_hash: Set("unused".to_owned()),
-        display_name: Set(None),
-        created_at: Set(at),
-        confirmed_at: Set(None),
-    };
-    let link = verification_tokens::ActiveModel {
-        id: Set(uuid::Uuid::now_v7()),
-        user_id: Set(id),
-        purpose: Set("account_confirmation".to_owned()),
-        token_hash: Set(format!("{i:064}")),
-        created_at: Set(at),
-        expires_at: Set(at + TimeDelta::days(1)),
-        consumed_at: Set(None),
-        superseded_at: Set(None),
-        signup_id: Set(None),
-        password_hash: Set(None),
-        display_name: Set(None),
-        email: Set(None),
-    };
-    (user, link)
+    let (accounts, links): (Vec<_>, Vec<_>) = (0..count)
+        .map(|i| {
+            let id = uuid::Uuid::now_v7();
+            let user = users::ActiveModel {
+                id: Set(id),
+                email: Set(format!("stale{i}@example.com")),
+                email_key: Set(format!("stale{i}@example.com")),
+                password_hash: Set("unused".to_owned()),
+                display_name: Set(None),
+                created_at: Set(at),
+                confirmed_at: Set(None),
+            };
+            let link = link_row(
+                id,
+                "account_confirmation",
+                format!("{i:064}"),
+                at,
+                at + TimeDelta::days(1),
+            );
+            (user, link)
+        })
+        .unzip();
+    users::Entity::insert_many(accounts)
+        .exec_without_returning(db)
+        .await
+        .unwrap();
+    verification_tokens::Entity::insert_many(links)
+        .exec_without_returning(db)
+        .await
+        .unwrap();
 }
 
 async fn age_user(app: &TestApp, email_key: &str, by: TimeDelta) {
@@ -394,16 +390,7 @@ async fn on_postgres_the_purge_finds_every_batch_along_an_index_never_by_reading
     admit::db::migrate(&db).await.unwrap();
     let long_ago = Utc::now().fixed_offset() - TimeDelta::days(30);
     let stale = 600;
-    let (accounts, links): (Vec<_>, Vec<_>) =
-        (0..stale).map(|i| stale_account(i, long_ago)).unzip();
-    users::Entity::insert_many(accounts)
-        .exec(&db)
-        .await
-        .unwrap();
-    verification_tokens::Entity::insert_many(links)
-        .exec(&db)
-        .await
-        .unwrap();
+    insert_stale_accounts(&db, stale, long_ago).await;
     let before = sequential_scans(&db).await;
     assert_eq!(before.len(), 8, "{before:?}");
 
