@@ -42,6 +42,9 @@ pub const HASH_QUEUE_WAIT: &str = "admit_hash_queue_wait_seconds";
 pub const HASH_REJECTED: &str = "admit_hash_rejected_total";
 /// Hashes skipped because their requester had stopped waiting (deadline or disconnect).
 pub const HASH_ABANDONED: &str = "admit_hash_abandoned_total";
+/// Connections closed unread because their client network had as many open as it may
+/// (`ADMIT_MAX_CLIENT_CONNECTIONS`).
+pub const CONNECTIONS_REFUSED: &str = "admit_connections_refused_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

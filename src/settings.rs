@@ -185,6 +185,12 @@ pub struct HttpSettings {
     #[arg(long, env = "ADMIT_MAX_CONNECTIONS")]
     pub max_connections: Option<NonZeroUsize>,
 
+    /// Most connections one client network (an IPv4 address or an IPv6 /64) may have open at
+    /// once; more are closed at once, unread, so that one client cannot hold every connection
+    /// the process may open. Trusted proxies are exempt. 0 turns the cap off.
+    #[arg(long, env = "ADMIT_MAX_CLIENT_CONNECTIONS", default_value_t = 100)]
+    pub max_client_connections: usize,
+
     /// Longest time a connection may take to send a request's headers, counted from when it
     /// opens or finishes its previous request: also how long an idle keep-alive connection
     /// stays open.

@@ -1,6 +1,6 @@
 //! Building and running the service: what `admit serve` does, and what tests start on port 0.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, num::NonZeroUsize, sync::Arc};
 
 use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
@@ -118,8 +118,17 @@ impl Application {
         }
         let (max_connections, descriptors) = crate::http::connection_cap(http.max_connections);
         tracing::debug!(max_connections, descriptors, "connection cap");
+        if http.max_client_connections >= max_connections {
+            tracing::warn!(
+                max_client_connections = http.max_client_connections,
+                max_connections,
+                "ADMIT_MAX_CLIENT_CONNECTIONS is not below the connection cap: one client network can hold every connection"
+            );
+        }
         let connections = ConnectionPolicy {
             max_connections,
+            max_per_client: NonZeroUsize::new(http.max_client_connections),
+            trusted_proxies: http.trusted_proxies.clone().into(),
             header_timeout: http.header_timeout,
         };
         // Four fifths of the request deadline for the wait: the hash itself, and the

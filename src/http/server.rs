@@ -1,12 +1,21 @@
 //! The accept loop: HTTP/1.1 with a deadline for every request's headers, a cap on open
-//! connections below the descriptor limit, and a graceful drain.
+//! connections below the descriptor limit, a smaller cap per client network, and a graceful
+//! drain.
 //!
 //! `axum::serve` offers none of these settings, and without them a client that opens
 //! connections and never finishes a request holds a descriptor each until the process can
-//! accept nothing at all. Only HTTP/1.1 is spoken: HTTP/2 has no header deadline in hyper, and
+//! accept nothing at all; without the cap per client, one client that keeps its connections
+//! busy could hold every slot of the process cap, and everyone else would wait. Only HTTP/1.1 is spoken: HTTP/2 has no header deadline in hyper, and
 //! the proxies and browsers that reach admit over plain HTTP speak HTTP/1.1 to it.
 
-use std::{future::Future, net::SocketAddr, num::NonZeroUsize, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    num::NonZeroUsize,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use axum::{Router, extract::ConnectInfo};
 use hyper::{body::Incoming, server::conn::http1};
@@ -15,8 +24,11 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
+use ipnet::IpNet;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tower::ServiceExt as _;
+
+use crate::domain::ClientNetwork;
 
 /// Descriptors kept back from connections: the database pool, SMTP, the listener, logs and
 /// templates all need some.
@@ -25,12 +37,69 @@ const RESERVED_DESCRIPTORS: u64 = 64;
 const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
 
 /// How the listener treats connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionPolicy {
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most connections open at once from one client network (an IPv4 address or an IPv6
+    /// /64); `None`: no cap per network.
+    pub max_per_client: Option<NonZeroUsize>,
+    /// Peers whose connections carry many clients' requests, so no cap per network applies to
+    /// them (the per-request limits count the clients they name).
+    pub trusted_proxies: Arc<[IpNet]>,
     /// Deadline for a request's headers, from when the connection opens or goes idle.
     pub header_timeout: Duration,
+}
+
+/// The connections each client network has open, within [`ConnectionPolicy::max_per_client`].
+struct ClientConnections {
+    cap: Option<NonZeroUsize>,
+    trusted_proxies: Arc<[IpNet]>,
+    open: Mutex<HashMap<ClientNetwork, usize>>,
+}
+
+impl ClientConnections {
+    /// A place for one more connection from `peer`, or `None` when its network already has
+    /// as many open as it may.
+    fn enter(self: &Arc<Self>, peer: IpAddr) -> Option<ClientSlot> {
+        let Some(cap) = self.cap else {
+            return Some(ClientSlot(None));
+        };
+        if self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+            return Some(ClientSlot(None));
+        }
+        let network = ClientNetwork::of(peer);
+        // Never held across an await: the lock only guards a count.
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(network).or_insert(0);
+        if *count >= cap.get() {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot(Some((Arc::clone(self), network))))
+    }
+
+    fn leave(&self, network: ClientNetwork) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&network) {
+            *count = count.saturating_sub(1);
+            // Gone when zero, so the map holds only networks with connections open.
+            if *count == 0 {
+                open.remove(&network);
+            }
+        }
+    }
+}
+
+/// One open connection counted against its network; given back when dropped.
+struct ClientSlot(Option<(Arc<ClientConnections>, ClientNetwork)>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Some((connections, network)) = self.0.take() {
+            connections.leave(network);
+        }
+    }
 }
 
 /// The connection cap for this process: `configured`, or the default, lowered to what the
@@ -67,6 +136,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(policy.max_connections.max(1)));
+    let per_client = Arc::new(ClientConnections {
+        cap: policy.max_per_client,
+        trusted_proxies: Arc::clone(&policy.trusted_proxies),
+        open: Mutex::new(HashMap::new()),
+    });
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -98,6 +172,14 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // A network at its cap is refused at once, its connection closed unread: waiting
+        // would hold the process's slot, the one thing the cap keeps for everyone else.
+        let Some(client_slot) = per_client.enter(peer.ip()) else {
+            metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
+            tracing::debug!("connection refused: its network has as many open as it may");
+            drop(stream);
+            continue;
+        };
         // Answers are small and written whole: send them without waiting on Nagle.
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone().map_request(
@@ -114,6 +196,7 @@ pub async fn serve(
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
+            drop(client_slot);
             drop(slot);
         });
     }

@@ -1,11 +1,12 @@
 //! Connections that never finish a request: they are closed after the header deadline, and
-//! however many arrive, the process keeps its descriptors and keeps answering.
+//! however many arrive, the process keeps its descriptors and keeps answering. One client
+//! network may hold only its share of them.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
     time::Instant,
 };
 
@@ -118,9 +119,16 @@ async fn a_body_that_trickles_in_is_cut_off_after_the_body_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_idle_connections_than_descriptors_neither_crash_nor_silence_the_process() {
     let dir = tempfile::tempdir().unwrap();
-    let mut admit =
-        AdmitProcess::start_with_descriptors(dir.path(), &[("ADMIT_HEADER_TIMEOUT", "2s")], 256)
-            .await;
+    let mut admit = AdmitProcess::start_with_descriptors(
+        dir.path(),
+        // No cap per network: the hogs and the health check all come from 127.0.0.1.
+        &[
+            ("ADMIT_HEADER_TIMEOUT", "2s"),
+            ("ADMIT_MAX_CLIENT_CONNECTIONS", "0"),
+        ],
+        256,
+    )
+    .await;
     // Far more connections than the process has descriptors; none of them sends anything.
     let mut hogs = Vec::new();
     for _ in 0..400 {
@@ -137,4 +145,134 @@ async fn more_idle_connections_than_descriptors_neither_crash_nor_silence_the_pr
     assert!(!log.contains("cannot accept"), "{log}");
     drop(hogs);
     assert_eq!(admit.terminate().await, Some(0));
+}
+
+/// A connection to `server` leaving from the loopback address `ip`.
+async fn connect_from(ip: &str, server: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(ip.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// Asks for `/healthz` on `stream`, keeping it open; the answer's status line, or `None` when
+/// the server closed the connection instead of answering.
+async fn health_on(stream: &mut TcpStream) -> Option<String> {
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: admit\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return None;
+    }
+    let deadline = Instant::now() + PATIENCE;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => return None,
+            Ok(Ok(read)) => received.extend_from_slice(&buffer[..read]),
+            Err(_) => panic!("no answer and no close after {PATIENCE:?}"),
+        }
+        let text = String::from_utf8_lossy(&received);
+        // The health answer is short: its head and body arrive together.
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                return head.lines().next().map(str::to_owned);
+            }
+        }
+    }
+}
+
+/// Opens connections from `ip` until one is answered, for a cap that frees as the server
+/// notices a close; panics after [`PATIENCE`].
+async fn served_again_from(ip: &str, server: SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut stream = connect_from(ip, server).await;
+        if let Some(status) = health_on(&mut stream).await {
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            return stream;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ip} was still refused after {PATIENCE:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_network_holds_at_most_its_share_of_connections_and_others_are_still_served() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &["--max-client-connections", "3"]).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect_from("127.0.0.2", app.address).await;
+        assert_eq!(
+            health_on(&mut stream).await.as_deref(),
+            Some("HTTP/1.1 200 OK")
+        );
+        held.push(stream);
+    }
+
+    // A fourth from the same network is closed unanswered, and so is every further one.
+    for _ in 0..5 {
+        let mut refused = connect_from("127.0.0.2", app.address).await;
+        assert_eq!(health_on(&mut refused).await, None);
+        assert_eq!(read_until_closed(&mut refused).await, "");
+    }
+
+    // Another network is served meanwhile, and the three held connections still are.
+    let mut other = connect_from("127.0.0.3", app.address).await;
+    assert_eq!(
+        health_on(&mut other).await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    for stream in &mut held {
+        assert_eq!(health_on(stream).await.as_deref(), Some("HTTP/1.1 200 OK"));
+    }
+
+    // One of them closes: the network may open one more, and only one.
+    drop(held.pop());
+    held.push(served_again_from("127.0.0.2", app.address).await);
+    let mut refused = connect_from("127.0.0.2", app.address).await;
+    assert_eq!(health_on(&mut refused).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_may_hold_more_connections_than_one_client_network() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            "--max-client-connections",
+            "1",
+            "--trusted-proxies",
+            "127.0.0.2/32",
+        ],
+    )
+    .await;
+    // The proxy carries many clients' requests: its connections are not capped.
+    let mut proxied = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect_from("127.0.0.2", app.address).await;
+        assert_eq!(
+            health_on(&mut stream).await.as_deref(),
+            Some("HTTP/1.1 200 OK")
+        );
+        proxied.push(stream);
+    }
+    // A client that is not a proxy still is.
+    let mut first = connect_from("127.0.0.3", app.address).await;
+    assert_eq!(
+        health_on(&mut first).await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let mut second = connect_from("127.0.0.3", app.address).await;
+    assert_eq!(health_on(&mut second).await, None);
 }

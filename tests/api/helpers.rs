@@ -519,8 +519,6 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
-/// An HTTP client whose connections leave from `ip`: 127.0.0.2 and 127.0.0.3 are as local as
-/// 127.0.0.1, so one machine can play two clients.
 /// An unused, unsuperseded link row of `purpose` for `user_id`, stored under `token_hash`,
 /// for tests that put links straight into the database.
 pub fn link_row(
@@ -547,6 +545,8 @@ pub fn link_row(
     }
 }
 
+/// An HTTP client whose connections leave from `ip`: 127.0.0.2 and 127.0.0.3 are as local as
+/// 127.0.0.1, so one machine can play two clients.
 pub fn client_from(ip: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(ip.parse::<std::net::IpAddr>().expect("an IP address"))
