@@ -102,7 +102,7 @@ fn row(
 /// Argon2id's memory per hash with admit's parameters (m = 19,456 KiB).
 const ARGON2_KIB: u64 = 19_456;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let scenario = args.next().unwrap_or_default();
