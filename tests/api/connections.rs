@@ -147,6 +147,9 @@ async fn more_idle_connections_than_descriptors_neither_crash_nor_silence_the_pr
     assert_eq!(admit.terminate().await, Some(0));
 }
 
+/// The status line of a health check answered.
+const OK: &str = "HTTP/1.1 200 OK";
+
 /// A connection to `server` leaving from the loopback address `ip`.
 async fn connect_from(ip: &str, server: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
@@ -190,6 +193,17 @@ async fn health_on(stream: &mut TcpStream) -> Option<String> {
     }
 }
 
+/// `count` connections from `ip`, each answered once and kept open.
+async fn served_from(ip: &str, server: SocketAddr, count: usize) -> Vec<TcpStream> {
+    let mut served = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut stream = connect_from(ip, server).await;
+        assert_eq!(health_on(&mut stream).await.as_deref(), Some(OK));
+        served.push(stream);
+    }
+    served
+}
+
 /// Opens connections from `ip` until one is answered, for a cap that frees as the server
 /// notices a close; panics after [`PATIENCE`].
 async fn served_again_from(ip: &str, server: SocketAddr) -> TcpStream {
@@ -197,7 +211,7 @@ async fn served_again_from(ip: &str, server: SocketAddr) -> TcpStream {
     loop {
         let mut stream = connect_from(ip, server).await;
         if let Some(status) = health_on(&mut stream).await {
-            assert_eq!(status, "HTTP/1.1 200 OK");
+            assert_eq!(status, OK);
             return stream;
         }
         assert!(
@@ -211,15 +225,7 @@ async fn served_again_from(ip: &str, server: SocketAddr) -> TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_network_holds_at_most_its_share_of_connections_and_others_are_still_served() {
     let app = TestApp::spawn_with(Backend::Sqlite, &["--max-client-connections", "3"]).await;
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        let mut stream = connect_from("127.0.0.2", app.address).await;
-        assert_eq!(
-            health_on(&mut stream).await.as_deref(),
-            Some("HTTP/1.1 200 OK")
-        );
-        held.push(stream);
-    }
+    let mut held = served_from("127.0.0.2", app.address, 3).await;
 
     // A fourth from the same network is closed unanswered, and so is every further one.
     for _ in 0..5 {
@@ -229,13 +235,9 @@ async fn one_client_network_holds_at_most_its_share_of_connections_and_others_ar
     }
 
     // Another network is served meanwhile, and the three held connections still are.
-    let mut other = connect_from("127.0.0.3", app.address).await;
-    assert_eq!(
-        health_on(&mut other).await.as_deref(),
-        Some("HTTP/1.1 200 OK")
-    );
+    let _other = served_from("127.0.0.3", app.address, 1).await;
     for stream in &mut held {
-        assert_eq!(health_on(stream).await.as_deref(), Some("HTTP/1.1 200 OK"));
+        assert_eq!(health_on(stream).await.as_deref(), Some(OK));
     }
 
     // One of them closes: the network may open one more, and only one.
@@ -258,21 +260,9 @@ async fn a_trusted_proxy_may_hold_more_connections_than_one_client_network() {
     )
     .await;
     // The proxy carries many clients' requests: its connections are not capped.
-    let mut proxied = Vec::new();
-    for _ in 0..4 {
-        let mut stream = connect_from("127.0.0.2", app.address).await;
-        assert_eq!(
-            health_on(&mut stream).await.as_deref(),
-            Some("HTTP/1.1 200 OK")
-        );
-        proxied.push(stream);
-    }
+    let _proxied = served_from("127.0.0.2", app.address, 4).await;
     // A client that is not a proxy still is.
-    let mut first = connect_from("127.0.0.3", app.address).await;
-    assert_eq!(
-        health_on(&mut first).await.as_deref(),
-        Some("HTTP/1.1 200 OK")
-    );
+    let _first = served_from("127.0.0.3", app.address, 1).await;
     let mut second = connect_from("127.0.0.3", app.address).await;
     assert_eq!(health_on(&mut second).await, None);
 }
