@@ -5,8 +5,9 @@
 //! `axum::serve` offers none of these settings, and without them a client that opens
 //! connections and never finishes a request holds a descriptor each until the process can
 //! accept nothing at all; without the cap per client, one client that keeps its connections
-//! busy could hold every slot of the process cap, and everyone else would wait. Only HTTP/1.1 is spoken: HTTP/2 has no header deadline in hyper, and
-//! the proxies and browsers that reach admit over plain HTTP speak HTTP/1.1 to it.
+//! busy could hold every slot of the process cap, and everyone else would wait. Only HTTP/1.1
+//! is spoken: HTTP/2 has no header deadline in hyper, and the proxies and browsers that reach
+//! admit over plain HTTP speak HTTP/1.1 to it.
 
 use std::{
     collections::HashMap,
