@@ -12,8 +12,10 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use entity::{mail_throttle_clients, mail_throttles};
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, QuerySelect,
-    prelude::DateTimeWithTimeZone, sea_query::OnConflict,
+    ActiveValue::Set,
+    ConnectionTrait, DbErr, EntityTrait,
+    prelude::DateTimeWithTimeZone,
+    sea_query::{Expr, OnConflict},
 };
 
 use crate::{db::now, domain::ClientNetwork};
@@ -189,39 +191,41 @@ pub async fn take<C: ConnectionTrait>(
     policy: ThrottlePolicy,
 ) -> Result<Result<(), RateLimited>, DbErr> {
     let started = now();
-    mail_throttles::Entity::insert(mail_throttles::ActiveModel::from(fresh_address(
+    // Each row is created if missing and locked in one statement: an upsert whose update
+    // changes nothing returns the row as it stands, locked on PostgreSQL as `FOR UPDATE`
+    // would lock it (SQLite's write transaction already excludes every other writer).
+    let address = mail_throttles::Entity::insert(mail_throttles::ActiveModel::from(fresh_address(
         key, started,
     )))
     .on_conflict(
         OnConflict::column(mail_throttles::Column::EmailKey)
-            .do_nothing()
+            .value(
+                mail_throttles::Column::SentInWindow,
+                Expr::col((mail_throttles::Entity, mail_throttles::Column::SentInWindow)),
+            )
             .to_owned(),
     )
-    .exec_without_returning(txn)
+    .exec_with_returning(txn)
     .await?;
-    let address = mail_throttles::Entity::find_by_id(key.to_owned())
-        .lock_exclusive()
-        .one(txn)
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound(format!("mail throttle for {key}")))?;
-    mail_throttle_clients::Entity::insert(mail_throttle_clients::ActiveModel::from(fresh_client(
-        key, client, started,
-    )))
+    let client_row = mail_throttle_clients::Entity::insert(
+        mail_throttle_clients::ActiveModel::from(fresh_client(key, client, started)),
+    )
     .on_conflict(
         OnConflict::columns([
             mail_throttle_clients::Column::EmailKey,
             mail_throttle_clients::Column::ClientKey,
         ])
-        .do_nothing()
+        .value(
+            mail_throttle_clients::Column::SentInHour,
+            Expr::col((
+                mail_throttle_clients::Entity,
+                mail_throttle_clients::Column::SentInHour,
+            )),
+        )
         .to_owned(),
     )
-    .exec_without_returning(txn)
+    .exec_with_returning(txn)
     .await?;
-    let client_row = mail_throttle_clients::Entity::find_by_id((key.to_owned(), client.key()))
-        .lock_exclusive()
-        .one(txn)
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound(format!("mail throttle for {key} and a client")))?;
     // Read the clock only once the rows are ours: a request that waited for the lock must not
     // judge by a time from before the mail that made it wait.
     let now = now();
