@@ -109,8 +109,14 @@ impl Batches<'_> {
                 )
                 .await?;
             }
+            // `stale` again on the delete itself: the batch is chosen from the statement's
+            // snapshot, and on PostgreSQL a row changed by a transaction that commits while
+            // the delete waits for its lock is checked again against the delete's own
+            // conditions only. Without them, an account confirmed at that moment (or a
+            // limit row just counted, a session just used) was deleted as stale.
             let deleted = E::delete_many()
                 .filter(key_expr().in_subquery(batch))
+                .filter(stale.clone())
                 .exec(&txn)
                 .await?
                 .rows_affected;

@@ -402,3 +402,75 @@ async fn on_postgres_the_purge_finds_every_batch_along_an_index_never_by_reading
     assert_eq!(sequential_scans(&db).await, before);
     db.close().await.unwrap();
 }
+
+/// Waits until a statement on `database` waits for a lock another transaction holds.
+async fn someone_waits_for_a_lock(watcher: &sea_orm::DatabaseConnection) {
+    use sea_orm::{ConnectionTrait as _, Statement};
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = watcher
+            .query_one_raw(Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT count(*) AS waiting FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            ))
+            .await
+            .unwrap()
+            .and_then(|row| row.try_get::<i64>("", "waiting").ok())
+            .unwrap_or(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no statement waited for a lock within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A purge batch is chosen from a snapshot: a stale account confirmed after that, while the
+/// batch's delete waits for the confirmation's lock on its row, is no longer stale when the
+/// delete gets the row, and must be kept. (Only PostgreSQL lets the two overlap; SQLite
+/// writes one transaction at a time.)
+#[tokio::test]
+async fn on_postgres_an_account_confirmed_while_the_purge_deletes_its_batch_is_kept() {
+    use sea_orm::TransactionTrait as _;
+    let database = crate::helpers::TestDatabase::create(Backend::Postgres).await;
+    let db = admit::db::connect(&database.url, Duration::from_secs(10), Some(2))
+        .await
+        .unwrap();
+    admit::db::migrate(&db).await.unwrap();
+    let watcher = admit::db::connect(&database.url, Duration::from_secs(10), Some(1))
+        .await
+        .unwrap();
+    insert_stale_accounts(&db, 1, Utc::now().fixed_offset() - TimeDelta::days(30)).await;
+
+    // The account is being confirmed: the row is locked until the confirmation commits.
+    let confirming = db.begin().await.unwrap();
+    let confirmed_at = Utc::now().fixed_offset();
+    users::Entity::update_many()
+        .col_expr(users::Column::ConfirmedAt, Expr::value(confirmed_at))
+        .filter(users::Column::EmailKey.eq("stale0@example.com"))
+        .exec(&confirming)
+        .await
+        .unwrap();
+    let purge = tokio::spawn({
+        let db = db.clone();
+        async move { admit::services::purge::purge(&db, week_retention()).await }
+    });
+    someone_waits_for_a_lock(&watcher).await;
+    confirming.commit().await.unwrap();
+    let report = purge.await.unwrap().unwrap();
+
+    let kept = users::Entity::find()
+        .filter(users::Column::EmailKey.eq("stale0@example.com"))
+        .one(&db)
+        .await
+        .unwrap();
+    assert!(
+        kept.is_some_and(|user| user.confirmed_at.is_some()),
+        "a confirmed account was purged: {report:?}"
+    );
+    assert_eq!(report.users, 0, "{report:?}");
+}
