@@ -11,7 +11,7 @@ use entity::{
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
     QueryFilter,
-    sea_query::{Expr, ExprTrait as _, Order, Query},
+    sea_query::{Expr, ExprTrait as _, LockType, Order, Query},
 };
 use tokio::sync::watch;
 
@@ -100,6 +100,13 @@ impl Batches<'_> {
                 .cond_where(stale.clone())
                 .order_by(along, Order::Asc)
                 .limit(BATCH)
+                // Locked as it is chosen: on PostgreSQL, a row that a transaction changed and
+                // committed while the batch waited for it is checked against `stale` again,
+                // and left out if no longer stale. Unlocked, the batch came from the
+                // statement's snapshot and the delete rechecked only the key list, so an
+                // account confirmed at that moment (or a limit row just counted, a session
+                // just used) was deleted. (SQLite writes one transaction at a time.)
+                .lock(LockType::Update)
                 .to_owned();
             let txn = begin_write(self.db).await?;
             if txn.get_database_backend() == DbBackend::Postgres {
@@ -109,14 +116,8 @@ impl Batches<'_> {
                 )
                 .await?;
             }
-            // `stale` again on the delete itself: the batch is chosen from the statement's
-            // snapshot, and on PostgreSQL a row changed by a transaction that commits while
-            // the delete waits for its lock is checked again against the delete's own
-            // conditions only. Without them, an account confirmed at that moment (or a
-            // limit row just counted, a session just used) was deleted as stale.
             let deleted = E::delete_many()
                 .filter(key_expr().in_subquery(batch))
-                .filter(stale.clone())
                 .exec(&txn)
                 .await?
                 .rows_affected;
