@@ -377,17 +377,25 @@ async fn sequential_scans(db: &sea_orm::DatabaseConnection) -> Vec<(String, i64)
     .collect()
 }
 
+/// A fresh PostgreSQL database, migrated, and a pool of `connections` to it.
+async fn migrated_postgres(
+    connections: u32,
+) -> (crate::helpers::TestDatabase, sea_orm::DatabaseConnection) {
+    let database = crate::helpers::TestDatabase::create(Backend::Postgres).await;
+    let db = admit::db::connect(&database.url, Duration::from_secs(10), Some(connections))
+        .await
+        .unwrap();
+    admit::db::migrate(&db).await.unwrap();
+    (database, db)
+}
+
 /// Whatever PostgreSQL's statistics say (here: none yet, as after a flood of stale rows that
 /// autovacuum has not analyzed), every batch is found along an index: a scan of a whole table,
 /// dead rows and all, is what made the last, empty batch of a million-row purge take 260 ms.
 #[tokio::test]
 async fn on_postgres_the_purge_finds_every_batch_along_an_index_never_by_reading_a_table() {
-    let database = crate::helpers::TestDatabase::create(Backend::Postgres).await;
     // One connection, so that the counts read are those of the purge's own statements.
-    let db = admit::db::connect(&database.url, Duration::from_secs(10), Some(1))
-        .await
-        .unwrap();
-    admit::db::migrate(&db).await.unwrap();
+    let (_database, db) = migrated_postgres(1).await;
     let long_ago = Utc::now().fixed_offset() - TimeDelta::days(30);
     let stale = 600;
     insert_stale_accounts(&db, stale, long_ago).await;
@@ -403,7 +411,8 @@ async fn on_postgres_the_purge_finds_every_batch_along_an_index_never_by_reading
     db.close().await.unwrap();
 }
 
-/// Waits until a statement on `database` waits for a lock another transaction holds.
+/// Waits until a statement in the database `watcher` is connected to waits for a lock that
+/// another transaction holds.
 async fn someone_waits_for_a_lock(watcher: &sea_orm::DatabaseConnection) {
     use sea_orm::{ConnectionTrait as _, Statement};
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -436,11 +445,7 @@ async fn someone_waits_for_a_lock(watcher: &sea_orm::DatabaseConnection) {
 #[tokio::test]
 async fn on_postgres_an_account_confirmed_while_the_purge_deletes_its_batch_is_kept() {
     use sea_orm::TransactionTrait as _;
-    let database = crate::helpers::TestDatabase::create(Backend::Postgres).await;
-    let db = admit::db::connect(&database.url, Duration::from_secs(10), Some(2))
-        .await
-        .unwrap();
-    admit::db::migrate(&db).await.unwrap();
+    let (database, db) = migrated_postgres(2).await;
     let watcher = admit::db::connect(&database.url, Duration::from_secs(10), Some(1))
         .await
         .unwrap();
