@@ -415,6 +415,15 @@ impl Lane {
     }
 }
 
+/// An HTTP client whose connections leave from the loopback address `ip`, so that admit
+/// counts it as a client network of its own.
+fn client_from(ip: Ipv4Addr, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .local_address(IpAddr::V4(ip))
+        .timeout(timeout)
+        .build()
+}
+
 async fn memory(binary: &Path, signups: usize) -> anyhow::Result<Summary> {
     let admit = Admit::start(binary, &[]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -429,10 +438,7 @@ async fn memory(binary: &Path, signups: usize) -> anyhow::Result<Summary> {
                 u8::try_from(i / 250).unwrap_or(255),
                 u8::try_from(i % 250 + 1).unwrap_or(255),
             );
-            reqwest::Client::builder()
-                .local_address(IpAddr::V4(ip))
-                .timeout(Duration::from_secs(60))
-                .build()
+            client_from(ip, Duration::from_secs(60))
         })
         .collect::<Result<_, _>>()?;
     let url = format!("http://{}/graphql", admit.listen);
@@ -789,10 +795,7 @@ async fn crafted_password(binary: &Path, rounds: usize) -> anyhow::Result<()> {
     let rounds = rounds.max(1);
     // The default budget (120 costly requests a minute) allows the rounds' two per request.
     let admit = Admit::start(binary, &[]).await?;
-    let client = reqwest::Client::builder()
-        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
-        .timeout(Duration::from_secs(120))
-        .build()?;
+    let client = client_from(Ipv4Addr::new(127, 0, 0, 2), Duration::from_secs(120))?;
     let url = format!("http://{}/graphql", admit.listen);
     let document = "mutation($i: RegisterInput!, $j: RegisterInput!) { a: register(input: $i) { accepted } b: register(input: $j) { accepted } }";
     let classes = ["ordinary passphrase", "crafted 128 characters"];
@@ -1231,9 +1234,7 @@ async fn flood_latency(binary: &Path, duration: Duration) -> anyhow::Result<Summ
     let (calm_confirm, calm_policy) = probe().await?;
     // Sign-ups from another client network, one at a time: how long one waits behind the
     // flood's queued hashes.
-    let other = reqwest::Client::builder()
-        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
-        .build()?;
+    let other = client_from(Ipv4Addr::new(127, 0, 0, 3), Duration::from_secs(60))?;
     let late_comer = |round: &'static str| {
         let (other, url) = (&other, &url);
         async move {

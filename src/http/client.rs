@@ -42,7 +42,7 @@ impl FromRequestParts<HttpState> for Client {
 /// written by the client and prove nothing). Unparsable entries end the walk at the last
 /// address that could be believed.
 pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let is_trusted = |ip: &IpAddr| is_trusted_proxy(*ip, trusted);
     if !is_trusted(&peer) {
         return peer;
     }
@@ -62,6 +62,11 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
         }
     }
     client
+}
+
+/// Whether `peer` is one of the `trusted` proxies, whose requests carry other clients'.
+pub(super) fn is_trusted_proxy(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&peer))
 }
 
 /// An `X-Forwarded-For` entry: an address, with or without a port.

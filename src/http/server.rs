@@ -66,7 +66,7 @@ impl ClientConnections {
         let Some(cap) = self.cap else {
             return Some(ClientSlot(None));
         };
-        if self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+        if super::client::is_trusted_proxy(peer, &self.trusted_proxies) {
             return Some(ClientSlot(None));
         }
         let network = ClientNetwork::of(peer);
