@@ -203,9 +203,7 @@ impl PasswordHasher {
         client: ClientNetwork,
         password: Password,
     ) -> Result<String, HashError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(client, Task::Hash(password, reply))?;
-        answered(answer).await
+        self.ask(client, |reply| Task::Hash(password, reply)).await
     }
 
     /// A new password judged ([`NewPassword::judge`]) and, if it passes, hashed as by
@@ -217,9 +215,8 @@ impl PasswordHasher {
         client: ClientNetwork,
         password: NewPassword,
     ) -> Result<Judged, HashError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(client, Task::JudgeAndHash(password, reply))?;
-        answered(answer).await
+        self.ask(client, |reply| Task::JudgeAndHash(password, reply))
+            .await
     }
 
     /// Checks `password` against the PHC string `stored`. With `None` (no such account) the
@@ -232,9 +229,22 @@ impl PasswordHasher {
         password: Password,
         stored: Option<String>,
     ) -> Result<Verification, HashError> {
+        self.ask(client, |reply| Task::Verify(password, stored, reply))
+            .await
+    }
+
+    /// Queues the task `make` builds around its reply channel, and waits for a worker's
+    /// answer; a worker that stopped without one (it cannot, short of a panic) is a failure.
+    async fn ask<T>(
+        &self,
+        client: ClientNetwork,
+        make: impl FnOnce(oneshot::Sender<Result<T, HashError>>) -> Task,
+    ) -> Result<T, HashError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(client, Task::Verify(password, stored, reply))?;
-        answered(answer).await
+        self.submit(client, make(reply))?;
+        answer
+            .await
+            .map_err(|_| HashError::Failed("a hashing thread stopped".to_owned()))?
     }
 
     /// Queues a job, or answers `Busy` at once when the queue is full and `client` has the
@@ -264,14 +274,6 @@ impl PasswordHasher {
     pub fn completed(&self) -> u64 {
         self.pace.completed.load(Ordering::Relaxed)
     }
-}
-
-/// A worker's answer; a worker that stopped without one (it cannot, short of a panic) is a
-/// failure.
-async fn answered<T>(answer: oneshot::Receiver<Result<T, HashError>>) -> Result<T, HashError> {
-    answer
-        .await
-        .map_err(|_| HashError::Failed("a hashing thread stopped".to_owned()))?
 }
 
 /// One worker: its memory is allocated at the first job, reused for every later one, and given
