@@ -382,6 +382,7 @@ pub(super) fn change_password_payload(
         Err(ChangePasswordError::InvalidPassword(err)) => {
             (password_error(&["input", "newPassword"], err), None)
         }
+        Err(ChangePasswordError::SessionEnded) => (UserError::unauthenticated(), None),
         Err(ChangePasswordError::Internal(err)) => return Err(internal(ctx, &err)),
     };
     Ok(ChangePasswordPayload {
@@ -410,6 +411,7 @@ pub(super) fn request_email_change_payload(
             ErrorCode::InvalidEmail,
             "This is already your address.".to_owned(),
         ),
+        Err(RequestEmailChangeError::SessionEnded) => UserError::unauthenticated(),
         Err(RequestEmailChangeError::Internal(err)) => return Err(internal(ctx, &err)),
     };
     Ok(Acceptance::invalid(vec![error]).into())
@@ -485,6 +487,7 @@ pub(super) fn delete_account_payload(
             ErrorCode::InvalidCredentials,
             "Your password is wrong.".to_owned(),
         ),
+        Err(DeleteAccountError::SessionEnded) => UserError::unauthenticated(),
         Err(DeleteAccountError::Internal(err)) => return Err(internal(ctx, &err)),
     };
     Ok(DeleteAccountPayload {

@@ -318,8 +318,7 @@ impl Mutation {
                 recovery::change_password(
                     &state.accounts,
                     client(ctx),
-                    &viewer.user,
-                    viewer.session.id,
+                    &viewer,
                     current,
                     &input.new_password,
                 )
@@ -359,7 +358,7 @@ impl Mutation {
                 email_change::request_email_change(
                     &state.accounts,
                     client(ctx),
-                    &viewer.user,
+                    &viewer,
                     new_email,
                     password,
                 )
@@ -430,7 +429,7 @@ impl Mutation {
             &password,
             email_change::DeleteAccountError::InvalidCredentials,
             |password| {
-                email_change::delete_account(&state.accounts, client(ctx), &viewer.user, password)
+                email_change::delete_account(&state.accounts, client(ctx), &viewer, password)
             },
         )
         .await;

@@ -471,7 +471,8 @@ pub enum ErrorCode {
     /// The password is right, but the address was never confirmed: open the confirmation
     /// email, or ask for a new link with `resendConfirmation`.
     EmailNotConfirmed,
-    /// The operation needs a signed-in session and the request carried none that is valid.
+    /// The operation needs a signed-in session and the request carried none that is valid, or
+    /// its session ended (a password reset, a sign-out elsewhere) while the operation ran.
     Unauthenticated,
     /// No such thing among the viewer's own (another account's are not told apart from ones
     /// that never existed).

@@ -13,6 +13,8 @@
 //! - Two accounts claiming one address end with one winner: the unique address key decides,
 //!   and the other gets `AddressTaken`.
 //! - Deleting removes the account, its sessions, links and waiting mail, and mails a notice.
+//! - Asking for a change and deleting are refused if the request's session ended, or the
+//!   password changed, while the password was being checked (a reset by the owner wins).
 //!
 //! Rows are locked user rows first (in id order when two accounts are involved), then links.
 
@@ -27,7 +29,8 @@ use super::{
     accounts::{Accounts, link},
     client_budget, links,
     recovery::{PURPOSE_PASSWORD_RESET, mailbox},
-    sessions, sign_in,
+    sessions::{self, Authenticated},
+    sign_in,
     throttle::{self, RateLimited},
 };
 use crate::{
@@ -49,6 +52,10 @@ pub enum RequestEmailChangeError {
     /// The new address is the account's own.
     #[error("the same address")]
     SameAddress,
+    /// The session the request came with ended (a reset, a sign-out elsewhere) while the
+    /// password was checked: nothing was done.
+    #[error("the session ended")]
+    SessionEnded,
     /// Too many wrong passwords, too much mail to the new address, or too many requests from
     /// the client: nothing was sent.
     #[error("rate limited")]
@@ -90,6 +97,10 @@ pub enum DeleteAccountError {
     /// The password is wrong.
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// The session the request came with ended (a reset, a sign-out elsewhere) while the
+    /// password was checked: nothing was done.
+    #[error("the session ended")]
+    SessionEnded,
     /// Too many wrong passwords in a row: nothing was checked.
     #[error("rate limited")]
     RateLimited(RateLimited),
@@ -103,6 +114,7 @@ super::use_case_errors!(
     ChangeEmailError,
     DeleteAccountError
 );
+super::signed_in_use_case_errors!(RequestEmailChangeError, DeleteAccountError);
 
 impl From<links::Spent> for ChangeEmailError {
     fn from(spent: links::Spent) -> Self {
@@ -114,14 +126,16 @@ impl From<links::Spent> for ChangeEmailError {
     }
 }
 
-/// Mails a link to `new_email` that moves `user` there; see the module's description.
+/// Mails a link to `new_email` that moves the signed-in `viewer`'s account there; see the
+/// module's description.
 pub async fn request_email_change(
     accounts: &Accounts,
     client: ClientNetwork,
-    user: &users::Model,
+    viewer: &Authenticated,
     new_email: EmailAddress,
     password: Password,
 ) -> Result<(), RequestEmailChangeError> {
+    let user = &viewer.user;
     if !sign_in::proves_password(&accounts.db, &accounts.hasher, client, user, password).await?? {
         tracing::info!(user_id = %user.id, "email change refused: wrong password");
         return Err(RequestEmailChangeError::InvalidCredentials);
@@ -136,6 +150,8 @@ pub async fn request_email_change(
         txn.rollback().await?;
         return Err(limited.into());
     }
+    // The limits' rows, then the user rows, as a sign-up takes them.
+    let user = &sign_in::still_proved(&txn, user, Some(viewer.session.id)).await??;
     let owner = users::Entity::find()
         .filter(users::Column::EmailKey.eq(new_email.key()))
         .one(&txn)
@@ -329,23 +345,23 @@ async fn move_to(
     }
 }
 
-/// Deletes the signed-in `user`'s account, given its password; see the module's description.
+/// Deletes the signed-in `viewer`'s account, given its password; see the module's
+/// description.
 pub async fn delete_account(
     accounts: &Accounts,
     client: ClientNetwork,
-    user: &users::Model,
+    viewer: &Authenticated,
     password: Password,
 ) -> Result<(), DeleteAccountError> {
+    let user = &viewer.user;
     if !sign_in::proves_password(&accounts.db, &accounts.hasher, client, user, password).await?? {
         tracing::info!(user_id = %user.id, "account deletion refused: wrong password");
         return Err(DeleteAccountError::InvalidCredentials);
     }
-    let address = mailbox(user)?;
     let txn = begin_write(&accounts.db).await?;
-    users::Entity::find_by_id(user.id)
-        .lock_exclusive()
-        .one(&txn)
-        .await?;
+    // The account as it is now: its address may have changed since the request began.
+    let user = &sign_in::still_proved(&txn, user, Some(viewer.session.id)).await??;
+    let address = mailbox(user)?;
     let unsent = outbox_messages::Entity::delete_many()
         .filter(outbox_messages::Column::Recipient.eq(address.as_str()))
         .filter(outbox_messages::Column::SentAt.is_null())

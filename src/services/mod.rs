@@ -19,6 +19,23 @@ macro_rules! use_case_errors {
 }
 use use_case_errors;
 
+/// What the use cases a signed-in owner confirms with the password make of a proof that went
+/// stale while the password was checked ([`sign_in::Stale`]): a password changed meanwhile is
+/// a wrong one, and an ended session is no session.
+macro_rules! signed_in_use_case_errors {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$crate::services::sign_in::Stale> for $error {
+            fn from(stale: $crate::services::sign_in::Stale) -> Self {
+                match stale {
+                    $crate::services::sign_in::Stale::Password => Self::InvalidCredentials,
+                    $crate::services::sign_in::Stale::Session => Self::SessionEnded,
+                }
+            }
+        }
+    )*};
+}
+use signed_in_use_case_errors;
+
 pub mod accounts;
 pub mod client_budget;
 pub mod confirmation;

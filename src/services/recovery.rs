@@ -8,7 +8,10 @@
 //!   confirms the address if it was not (opening the link proved control of the inbox). It
 //!   does not sign in.
 //! - A change needs the current password and is throttled like a sign-in; it keeps the
-//!   session it was made from and ends the others.
+//!   session it was made from and ends the others. It is refused if that session ended, or
+//!   the password changed, while the current password was being checked.
+//! - A reset or a change also cancels a pending address change: it was asked for with the old
+//!   password, perhaps by whoever the owner is shutting out.
 
 use entity::{users, verification_tokens};
 use sea_orm::{
@@ -20,7 +23,11 @@ use super::{
     accounts::{
         Accounts, PURPOSE_ACCOUNT_CONFIRMATION, link, lock_user_by_key, record_mail_request,
     },
-    client_budget, links, sessions, sign_in,
+    client_budget,
+    email_change::PURPOSE_EMAIL_CHANGE,
+    links,
+    sessions::{self, Authenticated},
+    sign_in,
     throttle::RateLimited,
 };
 use crate::{
@@ -79,6 +86,10 @@ pub enum ChangePasswordError {
     /// The current password is wrong.
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// The session the request came with ended (a reset, a sign-out elsewhere) while the
+    /// password was checked: nothing was done.
+    #[error("the session ended")]
+    SessionEnded,
     /// Too many wrong current passwords in a row: nothing was checked.
     #[error("rate limited")]
     RateLimited(RateLimited),
@@ -91,6 +102,7 @@ pub enum ChangePasswordError {
 }
 
 super::use_case_errors!(RequestResetError, ResetError, ChangePasswordError);
+super::signed_in_use_case_errors!(ChangePasswordError);
 
 impl From<links::Spent> for ResetError {
     fn from(spent: links::Spent) -> Self {
@@ -191,6 +203,7 @@ pub async fn reset_password(
     let now = now();
     links::consume(&txn, record.id).await?;
     links::supersede(&txn, user.id, PURPOSE_PASSWORD_RESET, Some(record.id)).await?;
+    links::supersede(&txn, user.id, PURPOSE_EMAIL_CHANGE, None).await?;
     if user.confirmed_at.is_none() {
         // Pending sign-ups would otherwise set another password when confirmed.
         links::supersede(&txn, user.id, PURPOSE_ACCOUNT_CONFIRMATION, None).await?;
@@ -213,16 +226,16 @@ pub async fn reset_password(
     Ok(user)
 }
 
-/// Changes the password of the signed-in `user` from the session `current`, which stays;
-/// see the module's description. Returns the account.
+/// Changes the password of the signed-in `viewer` from its session, which stays; see the
+/// module's description. Returns the account.
 pub async fn change_password(
     accounts: &Accounts,
     client: ClientNetwork,
-    user: &users::Model,
-    current: Uuid,
+    viewer: &Authenticated,
     current_password: Password,
     new_password: &str,
 ) -> Result<users::Model, ChangePasswordError> {
+    let user = &viewer.user;
     if !sign_in::proves_password(
         &accounts.db,
         &accounts.hasher,
@@ -245,6 +258,7 @@ pub async fn change_password(
         .map_err(ChangePasswordError::InvalidPassword)?;
 
     let txn = begin_write(&accounts.db).await?;
+    let user = sign_in::still_proved(&txn, user, Some(viewer.session.id)).await??;
     let user = users::Entity::update(users::ActiveModel {
         id: Set(user.id),
         password_hash: Set(password_hash),
@@ -252,7 +266,8 @@ pub async fn change_password(
     })
     .exec(&txn)
     .await?;
-    let ended = sessions::end_all(&txn, user.id, Some(current)).await?;
+    let ended = sessions::end_all(&txn, user.id, Some(viewer.session.id)).await?;
+    links::supersede(&txn, user.id, PURPOSE_EMAIL_CHANGE, None).await?;
     let notice = accounts.templates.password_changed(false);
     let message_id = accounts
         .commit_with_mail(txn, &mailbox(&user)?, notice)

@@ -86,9 +86,11 @@ impl Sessions {
     }
 }
 
-/// Starts a session for `user`; returns it with the token to hand to the client once.
-pub(super) async fn create(
-    sessions: &Sessions,
+/// Starts a session of at most `ttl` for `user` (in the caller's transaction, where the
+/// account's row is locked); returns it with the token to hand to the client once.
+pub(super) async fn create<C: ConnectionTrait>(
+    db: &C,
+    ttl: Lifetime,
     user: &users::Model,
     user_agent: Option<&str>,
 ) -> anyhow::Result<(sessions::Model, SessionToken)> {
@@ -100,10 +102,10 @@ pub(super) async fn create(
         token_hash: Set(token.hash().as_str().to_owned()),
         created_at: Set(now),
         last_seen_at: Set(now),
-        expires_at: Set(now + sessions.policy.ttl.delta()),
+        expires_at: Set(now + ttl.delta()),
         user_agent: Set(user_agent.and_then(clean_user_agent)),
     })
-    .exec_with_returning(&sessions.db)
+    .exec_with_returning(db)
     .await?;
     Ok((session, token))
 }

@@ -11,13 +11,17 @@
 //!   count. The trade-off: whoever hammers an address makes its owner wait too, at most
 //!   [`LONGEST_WAIT`] after the attacker stops.
 //! - Every attempt also counts against the client network's budget of costly requests.
+//! - The session is created only if the password is still the account's once its row is
+//!   locked: a reset that commits while the old password is being checked wins
+//!   ([`still_proved`]).
 
 use chrono::TimeDelta;
 use entity::{sessions, sign_in_throttles, users};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QuerySelect, sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QuerySelect, sea_query::OnConflict,
 };
+use uuid::Uuid;
 
 use super::{
     PasswordHasher, Verification, client_budget,
@@ -121,16 +125,42 @@ pub async fn sign_in(
         tracing::info!("sign-in refused: invalid credentials");
         return Err(SignInError::InvalidCredentials);
     };
-    forget_failures(&sessions.db, key).await?;
-    if rehash {
-        rehash_password(sessions, client, &user, request.password).await?;
+    // Hashed before the transaction, so that no row stays locked while it is.
+    let renewed = if rehash {
+        Some(
+            sessions
+                .hasher
+                .hash(client, request.password)
+                .await
+                .map_err(anyhow::Error::from)?,
+        )
+    } else {
+        None
+    };
+    let txn = begin_write(&sessions.db).await?;
+    let Ok(user) = still_proved(&txn, &user, None).await? else {
+        tracing::info!(user_id = %user.id, "sign-in refused: the password changed while it was checked");
+        return Err(SignInError::InvalidCredentials);
+    };
+    forget_failures(&txn, key).await?;
+    if let Some(renewed) = renewed {
+        users::Entity::update(users::ActiveModel {
+            id: Set(user.id),
+            password_hash: Set(renewed),
+            ..Default::default()
+        })
+        .exec(&txn)
+        .await?;
+        tracing::info!(user_id = %user.id, "password hash renewed with current parameters");
     }
     if user.confirmed_at.is_none() {
+        txn.commit().await?;
         tracing::info!(user_id = %user.id, "sign-in refused: email not confirmed");
         return Err(SignInError::EmailNotConfirmed);
     }
     let (session, token) =
-        session_store::create(sessions, &user, request.user_agent.as_deref()).await?;
+        session_store::create(&txn, sessions.ttl(), &user, request.user_agent.as_deref()).await?;
+    txn.commit().await?;
     metrics::counter!(crate::metrics::SIGN_INS).increment(1);
     tracing::info!(user_id = %user.id, session_id = %session.id, "signed in");
     Ok(SignedIn {
@@ -138,6 +168,48 @@ pub async fn sign_in(
         session,
         token,
     })
+}
+
+/// Why a password or session proved before a write transaction no longer counts in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// The account's password changed, or the account went, since the password was checked.
+    Password,
+    /// The request's session ended since it was looked up.
+    Session,
+}
+
+/// Locks the account's row in `txn`, then `session`'s when given, and returns the account as
+/// it is now, if the password checked before the transaction (against `proved`'s hash) is
+/// still its password and the session is still open.
+///
+/// A password is checked outside any transaction because hashing takes milliseconds (seconds
+/// when the hashing queue is long), and holding a row that long would stall everyone. A reset,
+/// change, revert, sign-out or deletion that commits in that time must still win: whoever knew
+/// the old password, or held the session, must not get a session, set a password, ask for an
+/// address change or delete the account on its strength afterwards. Each of those takes the
+/// account's row first, so whichever commits second sees what the first did.
+pub(super) async fn still_proved(
+    txn: &DatabaseTransaction,
+    proved: &users::Model,
+    session: Option<Uuid>,
+) -> Result<Result<users::Model, Stale>, DbErr> {
+    let user = users::Entity::find_by_id(proved.id)
+        .lock_exclusive()
+        .one(txn)
+        .await?;
+    if let Some(session) = session {
+        let open = sessions::Entity::find_by_id(session)
+            .lock_exclusive()
+            .one(txn)
+            .await?;
+        if open.is_none() {
+            return Ok(Err(Stale::Session));
+        }
+    }
+    Ok(user
+        .filter(|user| user.password_hash == proved.password_hash)
+        .ok_or(Stale::Password))
 }
 
 /// Counts one attempt for the address with key `key`, unless it must wait: then the attempt is
@@ -220,29 +292,6 @@ pub(super) async fn forget_failures<C: ConnectionTrait>(db: &C, key: &str) -> Re
     sign_in_throttles::Entity::delete_by_id(key.to_owned())
         .exec(db)
         .await?;
-    Ok(())
-}
-
-/// Replaces a hash made with older parameters by one made with the current ones, unless the
-/// password changed meanwhile.
-async fn rehash_password(
-    sessions: &Sessions,
-    client: ClientNetwork,
-    user: &users::Model,
-    password: Password,
-) -> anyhow::Result<()> {
-    let fresh = sessions.hasher.hash(client, password).await?;
-    let updated = users::Entity::update_many()
-        .col_expr(
-            users::Column::PasswordHash,
-            sea_orm::sea_query::Expr::value(fresh),
-        )
-        .filter(users::Column::Id.eq(user.id))
-        .filter(users::Column::PasswordHash.eq(user.password_hash.as_str()))
-        .exec(&sessions.db)
-        .await?
-        .rows_affected;
-    tracing::info!(user_id = %user.id, updated, "password hash renewed with current parameters");
     Ok(())
 }
 

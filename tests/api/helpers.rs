@@ -545,6 +545,32 @@ pub fn link_row(
     }
 }
 
+/// Waits until at least `count` statements in the PostgreSQL database `watcher` is connected
+/// to wait for locks that other transactions hold.
+pub async fn waiting_for_locks(watcher: &DatabaseConnection, count: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = watcher
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT count(*) AS waiting FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            ))
+            .await
+            .unwrap()
+            .and_then(|row| row.try_get::<i64>("", "waiting").ok())
+            .unwrap_or(0);
+        if waiting >= count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{waiting} statements, not {count}, waited for a lock within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// An HTTP client whose connections leave from `ip`: 127.0.0.2 and 127.0.0.3 are as local as
 /// 127.0.0.1, so one machine can play two clients.
 pub fn client_from(ip: &str) -> reqwest::Client {

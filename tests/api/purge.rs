@@ -411,33 +411,6 @@ async fn on_postgres_the_purge_finds_every_batch_along_an_index_never_by_reading
     db.close().await.unwrap();
 }
 
-/// Waits until a statement in the database `watcher` is connected to waits for a lock that
-/// another transaction holds.
-async fn someone_waits_for_a_lock(watcher: &sea_orm::DatabaseConnection) {
-    use sea_orm::{ConnectionTrait as _, Statement};
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting = watcher
-            .query_one_raw(Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT count(*) AS waiting FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            ))
-            .await
-            .unwrap()
-            .and_then(|row| row.try_get::<i64>("", "waiting").ok())
-            .unwrap_or(0);
-        if waiting > 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no statement waited for a lock within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// A purge batch is chosen from a snapshot: a stale account confirmed after that, while the
 /// batch's delete waits for the confirmation's lock on its row, is no longer stale when the
 /// delete gets the row, and must be kept. (Only PostgreSQL lets the two overlap; SQLite
@@ -464,7 +437,7 @@ async fn on_postgres_an_account_confirmed_while_the_purge_deletes_its_batch_is_k
         let db = db.clone();
         async move { admit::services::purge::purge(&db, week_retention()).await }
     });
-    someone_waits_for_a_lock(&watcher).await;
+    crate::helpers::waiting_for_locks(&watcher, 1).await;
     confirming.commit().await.unwrap();
     let report = purge.await.unwrap().unwrap();
 

@@ -1,14 +1,30 @@
-//! Pre-registration takeover: someone signs up an address that is not theirs, hoping its owner
-//! confirms their sign-up. A link confirms exactly the sign-up that sent it, even when the
-//! owner's confirmation and the foreign sign-up arrive at the same moment.
+//! Takeover.
+//!
+//! - Pre-registration: someone signs up an address that is not theirs, hoping its owner
+//!   confirms their sign-up. A link confirms exactly the sign-up that sent it, even when the
+//!   owner's confirmation and the foreign sign-up arrive at the same moment.
+//! - Holding on: someone who knows the old password, or holds a session, races the owner's
+//!   password reset. A request whose password was checked before the reset committed gets no
+//!   session, sets no password, mails no address-change link and deletes nothing; a pending
+//!   address change dies with the reset.
+
+use std::future::Future;
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
-use entity::users;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use entity::{sessions, users, verification_tokens};
+use sea_orm::{
+    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, TransactionTrait,
+};
+use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, on_both_backends};
+use crate::helpers::{
+    Backend, PASSWORD, TestApp, error_codes, on_both_backends, waiting_for_locks,
+};
 
-on_both_backends!(a_confirmation_racing_a_foreign_sign_up_activates_the_password_of_its_own_link);
+on_both_backends!(
+    a_confirmation_racing_a_foreign_sign_up_activates_the_password_of_its_own_link,
+    a_reset_or_a_password_change_cancels_a_pending_address_change,
+);
 
 const OWNER: &str = "the owner's own long passphrase";
 const STRANGER: &str = "attacker chosen secret words";
@@ -59,4 +75,268 @@ async fn a_confirmation_racing_a_foreign_sign_up_activates_the_password_of_its_o
             "trial {trial}: the owner's link activated another password"
         );
     }
+}
+
+const EMAIL: &str = "owner@example.com";
+const RESET_TO: &str = "violet harbour lantern seventeen";
+const THIEF_ADDRESS: &str = "thief@elsewhere.example";
+const THIEF_PASSWORD: &str = "the thief's chosen passphrase";
+
+/// The owner's reset of [`EMAIL`] to [`RESET_TO`], and `attack`, made to race so that the reset
+/// commits first and the attack looks at the account after that, although it checked the old
+/// password before. A transaction of the test holds the account's row; the reset queues for
+/// it, then the attack does, and PostgreSQL hands the row to its waiters in turn. Returns the
+/// attack's answer.
+async fn reset_committed_while(app: &TestApp, attack: impl Future<Output = Value>) -> Value {
+    let asked = app
+        .operation("RequestPasswordReset", json!({ "email": EMAIL }))
+        .await;
+    assert_eq!(asked["requestPasswordReset"]["accepted"], true, "{asked}");
+    let mail = app.smtp.next_mail().await;
+    assert!(mail.subject().contains("Reset"), "{}", mail.subject());
+    let link = mail.token();
+    let account = account(app).await;
+    let holder = app.db.begin().await.unwrap();
+    users::Entity::find_by_id(account.id)
+        .lock_exclusive()
+        .one(&holder)
+        .await
+        .unwrap();
+
+    let reset = app.operation(
+        "ResetPassword",
+        json!({ "input": { "token": link, "newPassword": RESET_TO } }),
+    );
+    let attacked = async {
+        waiting_for_locks(&app.db, 1).await;
+        let release = async {
+            waiting_for_locks(&app.db, 2).await;
+            holder.commit().await.unwrap();
+        };
+        tokio::join!(attack, release).0
+    };
+    let (reset, attacked) = tokio::join!(reset, attacked);
+    assert_eq!(reset["resetPassword"]["userErrors"], json!([]), "{reset}");
+    attacked
+}
+
+async fn account(app: &TestApp) -> users::Model {
+    users::Entity::find()
+        .filter(users::Column::EmailKey.eq(EMAIL))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .expect("the owner's account")
+}
+
+/// Whether `password` is the account's password now.
+async fn is_the_password(app: &TestApp, password: &str) -> bool {
+    let stored = account(app).await.password_hash;
+    let hash = PasswordHash::new(&stored).unwrap();
+    Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .is_ok()
+}
+
+async fn sessions_of_the_account(app: &TestApp) -> u64 {
+    sessions::Entity::find()
+        .filter(sessions::Column::UserId.eq(account(app).await.id))
+        .count(&app.db)
+        .await
+        .unwrap()
+}
+
+/// A signed-in thief who knows the password, on PostgreSQL (the only backend on which the
+/// test can hold a row while requests queue for it; SQLite runs one write at a time).
+async fn thief_signed_in() -> (TestApp, String) {
+    let app = TestApp::spawn_with(Backend::Postgres, &["--resend-cooldown", "0s"]).await;
+    app.confirmed_account(EMAIL).await;
+    let session = app.bearer_session(EMAIL).await;
+    (app, session)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_sign_in_with_the_old_password_racing_a_reset_gets_no_session() {
+    let (app, thief) = thief_signed_in().await;
+
+    let signed_in = reset_committed_while(
+        &app,
+        app.operation(
+            "SignIn",
+            json!({ "input": { "email": EMAIL, "password": PASSWORD, "delivery": "BEARER" } }),
+        ),
+    )
+    .await;
+
+    assert_eq!(
+        error_codes(&signed_in["signIn"]),
+        ["INVALID_CREDENTIALS"],
+        "{signed_in}"
+    );
+    assert_eq!(signed_in["signIn"]["sessionToken"], Value::Null);
+    assert_eq!(
+        sessions_of_the_account(&app).await,
+        0,
+        "the reset ended every session"
+    );
+    let viewer = app.as_bearer(&thief, "Viewer", json!({})).await;
+    assert_eq!(viewer["viewer"], Value::Null, "{viewer}");
+    assert!(is_the_password(&app, RESET_TO).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_password_change_racing_a_reset_does_not_replace_the_owners_password() {
+    let (app, thief) = thief_signed_in().await;
+
+    let changed = reset_committed_while(
+        &app,
+        app.as_bearer(
+            &thief,
+            "ChangePassword",
+            json!({ "input": { "currentPassword": PASSWORD, "newPassword": THIEF_PASSWORD } }),
+        ),
+    )
+    .await;
+
+    assert_eq!(
+        error_codes(&changed["changePassword"]),
+        ["UNAUTHENTICATED"],
+        "{changed}"
+    );
+    assert!(
+        is_the_password(&app, RESET_TO).await,
+        "the owner's reset stands"
+    );
+    assert!(!is_the_password(&app, THIEF_PASSWORD).await);
+    assert_eq!(sessions_of_the_account(&app).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_an_address_change_asked_for_while_a_reset_commits_mails_no_link() {
+    let (app, thief) = thief_signed_in().await;
+
+    let asked = reset_committed_while(
+        &app,
+        app.as_bearer(
+            &thief,
+            "RequestEmailChange",
+            json!({ "input": { "newEmail": THIEF_ADDRESS, "password": PASSWORD } }),
+        ),
+    )
+    .await;
+
+    assert_eq!(
+        error_codes(&asked["requestEmailChange"]),
+        ["UNAUTHENTICATED"],
+        "{asked}"
+    );
+    let links = verification_tokens::Entity::find()
+        .filter(verification_tokens::Column::Purpose.eq("email_change"))
+        .count(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(links, 0, "no address-change link was made");
+    assert!(
+        app.smtp
+            .received()
+            .iter()
+            .all(|mail| !mail.recipients.iter().any(|to| to.contains(THIEF_ADDRESS))),
+        "nothing was mailed to the thief"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_deletion_racing_a_reset_keeps_the_account() {
+    let (app, thief) = thief_signed_in().await;
+
+    let deleted = reset_committed_while(
+        &app,
+        app.as_bearer(&thief, "DeleteAccount", json!({ "password": PASSWORD })),
+    )
+    .await;
+
+    assert_eq!(deleted["deleteAccount"]["deleted"], false, "{deleted}");
+    assert_eq!(
+        error_codes(&deleted["deleteAccount"]),
+        ["UNAUTHENTICATED"],
+        "{deleted}"
+    );
+    assert!(
+        is_the_password(&app, RESET_TO).await,
+        "the account is still there"
+    );
+}
+
+async fn a_reset_or_a_password_change_cancels_a_pending_address_change(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--resend-cooldown", "0s"]).await;
+    app.confirmed_account(EMAIL).await;
+    let ask_to_move = |session: String, password: &'static str| {
+        let app = &app;
+        async move {
+            let asked = app
+                .as_bearer(
+                    &session,
+                    "RequestEmailChange",
+                    json!({ "input": { "newEmail": THIEF_ADDRESS, "password": password } }),
+                )
+                .await;
+            assert_eq!(asked["requestEmailChange"]["accepted"], true, "{asked}");
+            let mail = app.smtp.next_mail().await;
+            assert_eq!(mail.recipients, [THIEF_ADDRESS], "{}", mail.subject());
+            mail.token()
+        }
+    };
+    let use_link = |token: String| {
+        let app = &app;
+        async move {
+            let used = app
+                .operation("ConfirmEmailChange", json!({ "token": token }))
+                .await;
+            error_codes(&used["confirmEmailChange"])
+        }
+    };
+
+    // A thief with the password asks to move the account; the owner resets the password.
+    let thief = app.bearer_session(EMAIL).await;
+    let thiefs_link = ask_to_move(thief, PASSWORD).await;
+    app.operation("RequestPasswordReset", json!({ "email": EMAIL }))
+        .await;
+    let reset_link = app.smtp.next_mail().await.token();
+    let reset = app
+        .operation(
+            "ResetPassword",
+            json!({ "input": { "token": reset_link, "newPassword": RESET_TO } }),
+        )
+        .await;
+    assert_eq!(reset["resetPassword"]["userErrors"], json!([]), "{reset}");
+    let _notice = app.smtp.next_mail().await;
+    assert_eq!(use_link(thiefs_link).await, ["TOKEN_SUPERSEDED"]);
+    assert_eq!(account(&app).await.email, EMAIL);
+
+    // The same when the password is changed from a session.
+    let signed_in = app
+        .operation(
+            "SignIn",
+            json!({ "input": { "email": EMAIL, "password": RESET_TO, "delivery": "BEARER" } }),
+        )
+        .await;
+    let session = signed_in["signIn"]["sessionToken"]
+        .as_str()
+        .expect("a session")
+        .to_owned();
+    let pending = ask_to_move(session.clone(), RESET_TO).await;
+    let changed = app
+        .as_bearer(
+            &session,
+            "ChangePassword",
+            json!({ "input": { "currentPassword": RESET_TO, "newPassword": THIEF_PASSWORD } }),
+        )
+        .await;
+    assert_eq!(
+        changed["changePassword"]["userErrors"],
+        json!([]),
+        "{changed}"
+    );
+    assert_eq!(use_link(pending).await, ["TOKEN_SUPERSEDED"]);
+    assert_eq!(account(&app).await.email, EMAIL);
 }
