@@ -155,6 +155,18 @@ async fn thief_signed_in() -> (TestApp, String) {
     (app, session)
 }
 
+/// The thief's `operation` from their session, with the password they know, racing the
+/// owner's reset; it must be answered `UNAUTHENTICATED`: its session ended before it could act.
+/// The app and the operation's payload.
+async fn thiefs_request_racing_a_reset(operation: &str, variables: Value) -> (TestApp, Value) {
+    let (app, thief) = thief_signed_in().await;
+    let answer = reset_committed_while(&app, app.as_bearer(&thief, operation, variables)).await;
+    let field = operation[..1].to_lowercase() + &operation[1..];
+    let payload = answer[field.as_str()].clone();
+    assert_eq!(error_codes(&payload), ["UNAUTHENTICATED"], "{answer}");
+    (app, payload)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_sign_in_with_the_old_password_racing_a_reset_gets_no_session() {
     let (app, thief) = thief_signed_in().await;
@@ -186,23 +198,12 @@ async fn on_postgres_a_sign_in_with_the_old_password_racing_a_reset_gets_no_sess
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_password_change_racing_a_reset_does_not_replace_the_owners_password() {
-    let (app, thief) = thief_signed_in().await;
-
-    let changed = reset_committed_while(
-        &app,
-        app.as_bearer(
-            &thief,
-            "ChangePassword",
-            json!({ "input": { "currentPassword": PASSWORD, "newPassword": THIEF_PASSWORD } }),
-        ),
+    let (app, _) = thiefs_request_racing_a_reset(
+        "ChangePassword",
+        json!({ "input": { "currentPassword": PASSWORD, "newPassword": THIEF_PASSWORD } }),
     )
     .await;
 
-    assert_eq!(
-        error_codes(&changed["changePassword"]),
-        ["UNAUTHENTICATED"],
-        "{changed}"
-    );
     assert!(
         is_the_password(&app, RESET_TO).await,
         "the owner's reset stands"
@@ -213,23 +214,12 @@ async fn on_postgres_a_password_change_racing_a_reset_does_not_replace_the_owner
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_an_address_change_asked_for_while_a_reset_commits_mails_no_link() {
-    let (app, thief) = thief_signed_in().await;
-
-    let asked = reset_committed_while(
-        &app,
-        app.as_bearer(
-            &thief,
-            "RequestEmailChange",
-            json!({ "input": { "newEmail": THIEF_ADDRESS, "password": PASSWORD } }),
-        ),
+    let (app, _) = thiefs_request_racing_a_reset(
+        "RequestEmailChange",
+        json!({ "input": { "newEmail": THIEF_ADDRESS, "password": PASSWORD } }),
     )
     .await;
 
-    assert_eq!(
-        error_codes(&asked["requestEmailChange"]),
-        ["UNAUTHENTICATED"],
-        "{asked}"
-    );
     let links = verification_tokens::Entity::find()
         .filter(verification_tokens::Column::Purpose.eq("email_change"))
         .count(&app.db)
@@ -247,20 +237,10 @@ async fn on_postgres_an_address_change_asked_for_while_a_reset_commits_mails_no_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_deletion_racing_a_reset_keeps_the_account() {
-    let (app, thief) = thief_signed_in().await;
+    let (app, deleted) =
+        thiefs_request_racing_a_reset("DeleteAccount", json!({ "password": PASSWORD })).await;
 
-    let deleted = reset_committed_while(
-        &app,
-        app.as_bearer(&thief, "DeleteAccount", json!({ "password": PASSWORD })),
-    )
-    .await;
-
-    assert_eq!(deleted["deleteAccount"]["deleted"], false, "{deleted}");
-    assert_eq!(
-        error_codes(&deleted["deleteAccount"]),
-        ["UNAUTHENTICATED"],
-        "{deleted}"
-    );
+    assert_eq!(deleted["deleted"], false, "{deleted}");
     assert!(
         is_the_password(&app, RESET_TO).await,
         "the account is still there"
