@@ -1,20 +1,23 @@
 //! Sessions: what a sign-in creates and every signed-in request presents. The client holds a
 //! random token; the database holds its SHA-256 with the session's owner and deadlines: an
 //! absolute expiry and an idle timeout. Revoking a session deletes its row.
+//!
+//! Rows are locked the account's first, then its sessions, here as in every use case.
 
 use std::sync::Arc;
 
 use chrono::TimeDelta;
 use entity::{sessions, users};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, prelude::DateTimeWithTimeZone, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    prelude::DateTimeWithTimeZone, sea_query::Expr,
 };
 use uuid::Uuid;
 
 use super::PasswordHasher;
 use crate::{
-    db::now,
+    db::{begin_write, now},
     domain::{Lifetime, SessionToken},
 };
 
@@ -163,24 +166,41 @@ pub async fn revoke(
     user_id: Uuid,
     session_id: Uuid,
 ) -> Result<(), RevokeError> {
+    let txn = lock_owner(sessions, user_id).await?;
     let deleted = sessions::Entity::delete_many()
         .filter(sessions::Column::Id.eq(session_id))
         .filter(sessions::Column::UserId.eq(user_id))
-        .exec(&sessions.db)
+        .exec(&txn)
         .await?
         .rows_affected;
     if deleted == 0 {
         return Err(RevokeError::NotFound);
     }
+    txn.commit().await?;
     tracing::info!(%user_id, %session_id, "session revoked");
     Ok(())
 }
 
 /// Ends every session of `user_id` but `keep`; returns how many ended.
 pub async fn revoke_others(sessions: &Sessions, user_id: Uuid, keep: Uuid) -> anyhow::Result<u64> {
-    let deleted = end_all(&sessions.db, user_id, Some(keep)).await?;
+    let txn = lock_owner(sessions, user_id).await?;
+    let deleted = end_all(&txn, user_id, Some(keep)).await?;
+    txn.commit().await?;
     tracing::info!(%user_id, ended = deleted, "other sessions revoked");
     Ok(deleted)
+}
+
+/// A write transaction holding the row of the account `user_id`. Sessions are locked after
+/// their account's row, as every use case that ends them does: a password change holds the
+/// account and its own session while it ends the others, and a sign-out elsewhere that took
+/// sessions first could wait for it while holding one it wants (a deadlock).
+async fn lock_owner(sessions: &Sessions, user_id: Uuid) -> Result<DatabaseTransaction, DbErr> {
+    let txn = begin_write(&sessions.db).await?;
+    users::Entity::find_by_id(user_id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?;
+    Ok(txn)
 }
 
 /// Ends every session of `user_id` but `keep`, inside the caller's transaction when there is

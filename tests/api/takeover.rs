@@ -13,7 +13,8 @@ use std::future::Future;
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use entity::{sessions, users, verification_tokens};
 use sea_orm::{
-    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, TransactionTrait,
+    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use serde_json::{Value, json};
 
@@ -319,4 +320,65 @@ async fn a_reset_or_a_password_change_cancels_a_pending_address_change(backend: 
     );
     assert_eq!(use_link(pending).await, ["TOKEN_SUPERSEDED"]);
     assert_eq!(account(&app).await.email, EMAIL);
+}
+
+/// The owner changes the password from one session (which ends the others) while the thief
+/// signs out every session but theirs: both end sessions, and each must take the account's
+/// row before any session's, or each can hold a session the other wants. The test holds the
+/// oldest session's row so that the thief's sign-out reaches it first, then the owner's change
+/// queues behind; before, that order deadlocked and one of the two got an internal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_password_change_and_a_sign_out_of_the_other_sessions_never_deadlock() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.confirmed_account(EMAIL).await;
+    let _older_device = app.bearer_session(EMAIL).await;
+    let owner = app.bearer_session(EMAIL).await;
+    let thief = app.bearer_session(EMAIL).await;
+    let oldest = sessions::Entity::find()
+        .filter(sessions::Column::UserId.eq(account(&app).await.id))
+        .order_by_asc(sessions::Column::CreatedAt)
+        .order_by_asc(sessions::Column::Id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .expect("a session");
+    let holder = app.db.begin().await.unwrap();
+    sessions::Entity::find_by_id(oldest.id)
+        .lock_exclusive()
+        .one(&holder)
+        .await
+        .unwrap();
+
+    let signed_out = app.as_bearer(&thief, "RevokeOtherSessions", json!({}));
+    let changed = async {
+        waiting_for_locks(&app.db, 1).await;
+        let release = async {
+            waiting_for_locks(&app.db, 2).await;
+            holder.commit().await.unwrap();
+        };
+        let change = app.as_bearer(
+            &owner,
+            "ChangePassword",
+            json!({ "input": { "currentPassword": PASSWORD, "newPassword": RESET_TO } }),
+        );
+        tokio::join!(change, release).0
+    };
+    // The helpers fail the test on any top-level error, a deadlock's included.
+    let (signed_out, changed) = tokio::join!(signed_out, changed);
+
+    assert_eq!(
+        signed_out["revokeOtherSessions"]["revoked"], true,
+        "{signed_out}"
+    );
+    assert_eq!(
+        error_codes(&changed["changePassword"]),
+        ["UNAUTHENTICATED"],
+        "the owner's session ended first: {changed}"
+    );
+    assert!(is_the_password(&app, PASSWORD).await);
+    assert_eq!(
+        sessions_of_the_account(&app).await,
+        1,
+        "the thief's session"
+    );
 }
