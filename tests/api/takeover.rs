@@ -13,8 +13,8 @@ use std::future::Future;
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use entity::{sessions, users, verification_tokens};
 use sea_orm::{
-    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 use serde_json::{Value, json};
 
@@ -108,17 +108,29 @@ async fn reset_committed_while(app: &TestApp, attack: impl Future<Output = Value
         "ResetPassword",
         json!({ "input": { "token": link, "newPassword": RESET_TO } }),
     );
-    let attacked = async {
+    let (reset, attacked) = in_turn(app, holder, reset, attack).await;
+    assert_eq!(reset["resetPassword"]["userErrors"], json!([]), "{reset}");
+    attacked
+}
+
+/// Runs `first` until it waits for a row that `holder` has locked, then `second` until it
+/// waits too, then commits `holder`: PostgreSQL hands the row to its waiters in turn, so
+/// `first` gets it before `second`. Both answers.
+async fn in_turn(
+    app: &TestApp,
+    holder: DatabaseTransaction,
+    first: impl Future<Output = Value>,
+    second: impl Future<Output = Value>,
+) -> (Value, Value) {
+    let second = async {
         waiting_for_locks(&app.db, 1).await;
         let release = async {
             waiting_for_locks(&app.db, 2).await;
             holder.commit().await.unwrap();
         };
-        tokio::join!(attack, release).0
+        tokio::join!(second, release).0
     };
-    let (reset, attacked) = tokio::join!(reset, attacked);
-    assert_eq!(reset["resetPassword"]["userErrors"], json!([]), "{reset}");
-    attacked
+    tokio::join!(first, second)
 }
 
 async fn account(app: &TestApp) -> users::Model {
@@ -350,21 +362,13 @@ async fn on_postgres_a_password_change_and_a_sign_out_of_the_other_sessions_neve
         .unwrap();
 
     let signed_out = app.as_bearer(&thief, "RevokeOtherSessions", json!({}));
-    let changed = async {
-        waiting_for_locks(&app.db, 1).await;
-        let release = async {
-            waiting_for_locks(&app.db, 2).await;
-            holder.commit().await.unwrap();
-        };
-        let change = app.as_bearer(
-            &owner,
-            "ChangePassword",
-            json!({ "input": { "currentPassword": PASSWORD, "newPassword": RESET_TO } }),
-        );
-        tokio::join!(change, release).0
-    };
+    let change = app.as_bearer(
+        &owner,
+        "ChangePassword",
+        json!({ "input": { "currentPassword": PASSWORD, "newPassword": RESET_TO } }),
+    );
     // The helpers fail the test on any top-level error, a deadlock's included.
-    let (signed_out, changed) = tokio::join!(signed_out, changed);
+    let (signed_out, changed) = in_turn(&app, holder, signed_out, change).await;
 
     assert_eq!(
         signed_out["revokeOtherSessions"]["revoked"], true,
