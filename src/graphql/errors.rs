@@ -92,7 +92,9 @@ pub(super) async fn within_deadline<T, E: From<anyhow::Error>>(
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
     let deadline = state.db_timeout;
-    tokio::time::timeout(deadline, work)
+    // Boxed: a use case's future can be kilobytes, and async-graphql's resolver futures are as
+    // large as the largest of them, copied whole at every layer; a box is copied as a pointer.
+    tokio::time::timeout(deadline, Box::pin(work))
         .await
         .unwrap_or_else(|_| Err(anyhow::Error::new(DeadlineExceeded(deadline)).into()))
 }

@@ -8,6 +8,7 @@ mod server;
 mod session;
 
 use std::{
+    convert::Infallible,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -19,11 +20,11 @@ use axum::{
     Router,
     extract::{DefaultBodyLimit, Request},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
-    middleware,
-    response::Response,
+    response::{IntoResponse, Response},
     routing::get,
 };
 use ipnet::IpNet;
+use tower::{ServiceBuilder, util::BoxCloneSyncService};
 use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
@@ -91,8 +92,54 @@ impl Readiness {
     }
 }
 
+/// The complete HTTP application: every route, behind one stack of middleware.
+///
+/// The stack wraps the router from outside rather than through `Router::layer`: axum applies
+/// such layers to each route separately, each in a box of its own, and clones the whole boxed
+/// chain for every request. Wrapped once, a request clones plain structs and one box.
+pub type App = BoxCloneSyncService<Request, Response, Infallible>;
+
 /// The complete HTTP application for `state`.
-pub fn router(state: AppState, readiness: Readiness) -> Router {
+pub fn router(state: AppState, readiness: Readiness) -> App {
+    let body_timeout = state.http.body_timeout;
+    let routes = routes(state, readiness);
+    // The first layer is the outermost.
+    let middleware = ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .map_request(drop_unsafe_request_id)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Only the path is logged: a query string could carry anything a client put there.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let request_id = request
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        // Every answer is about one person's account or one moment's health: nothing a shared
+        // cache should keep.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(CatchPanicLayer::custom(|_| panicked()))
+        .layer(RequestBodyDeadlineLayer::new(body_timeout))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    BoxCloneSyncService::new(middleware.service(routes))
+}
+
+/// The routes and their handlers, without the middleware every answer passes through.
+fn routes(state: AppState, readiness: Readiness) -> Router {
     let schema = build_schema(Some(state.clone()), state.http.introspection);
     let mut graphql = get(graphql::get).post(graphql::post);
     if !state.http.cors_origins.is_empty() {
@@ -105,7 +152,6 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
             .route("/signin", get(pages::signin))
             .route("/account", get(pages::account));
     }
-    let body_timeout = state.http.body_timeout;
     let ide = state.http.ide;
     let mut cookie_origins = state.http.cors_origins.clone();
     cookie_origins.extend(HeaderValue::from_str(&state.public_origin).ok());
@@ -134,41 +180,12 @@ pub fn router(state: AppState, readiness: Readiness) -> Router {
         .route("/healthz", get(pages::healthz))
         .route("/readyz", get(pages::readyz))
         .with_state(http)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(RequestBodyDeadlineLayer::new(body_timeout))
-        .layer(CatchPanicLayer::custom(|_| panicked()))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        // Every answer is about one person's account or one moment's health: nothing a shared
-        // cache should keep.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        // Only the path is logged: a query string could carry anything a client put there.
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|id| id.to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        }))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(middleware::map_request(drop_unsafe_request_id))
 }
 
 /// Keeps a client's `X-Request-Id` only when it is short and made of safe characters, so that
 /// what is echoed and logged cannot be a megabyte or forge log lines; otherwise a fresh one is
 /// made.
-async fn drop_unsafe_request_id(mut request: Request) -> Request {
+fn drop_unsafe_request_id<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
     let safe = request.headers().get(REQUEST_ID).is_none_or(|id| {
         let bytes = id.as_bytes();
         !bytes.is_empty()

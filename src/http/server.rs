@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, extract::ConnectInfo};
+use axum::{body::Body, extract::ConnectInfo};
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
@@ -132,7 +132,7 @@ pub fn connection_cap(configured: Option<NonZeroUsize>) -> (usize, u64) {
 /// open connections to finish their requests (idle ones close at once).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: super::App,
     policy: ConnectionPolicy,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -188,7 +188,7 @@ pub async fn serve(
                 request
                     .extensions_mut()
                     .insert(ConnectInfo::<SocketAddr>(peer));
-                request
+                request.map(Body::new)
             },
         ));
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));

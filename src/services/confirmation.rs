@@ -157,9 +157,11 @@ pub async fn confirm(
     now: DateTimeWithTimeZone,
     budget: Budget,
 ) -> Result<Outcome, DbErr> {
+    // Each branch's future is boxed where it is large: a future is as large as its largest
+    // branch, and each async layer above copies it whole as it starts (a pointer, once boxed).
     match db.get_database_backend() {
         DbBackend::Postgres => confirm_postgres(db, hash, now, budget).await,
-        _ => confirm_in_transaction(db, hash, now, budget).await,
+        _ => Box::pin(confirm_in_transaction(db, hash, now, budget)).await,
     }
 }
 
@@ -181,8 +183,8 @@ async fn confirm_postgres(
             i64::from(budget.per_minute).into(),
         ],
     );
-    let row = db
-        .query_one_raw(statement)
+    // Boxed: sqlx's query future is kilobytes (see `confirm`).
+    let row = Box::pin(db.query_one_raw(statement))
         .await?
         .ok_or_else(|| DbErr::Custom("the confirmation statement returned no row".to_owned()))?;
     if let Some(used) = row.try_get::<Option<i32>>("", "budget_used")? {
