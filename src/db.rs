@@ -126,3 +126,35 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 pub fn now() -> sea_orm::prelude::DateTimeWithTimeZone {
     chrono::Utc::now().fixed_offset()
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    use super::*;
+
+    /// `.cargo/config.toml` asks for it: without it, every statement with a bound `LIMIT` is
+    /// parsed and planned again each time it runs.
+    #[tokio::test]
+    async fn the_bundled_sqlite_keeps_a_statements_plan_whatever_its_limit() {
+        let db = connect("sqlite::memory:", Duration::from_secs(5), None)
+            .await
+            .expect("an in-memory database");
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA compile_options",
+            ))
+            .await
+            .expect("the compile options");
+        let options: Vec<String> = rows
+            .iter()
+            .map(|row| row.try_get_by_index(0))
+            .collect::<Result<_, _>>()
+            .expect("text");
+        assert!(
+            options.iter().any(|option| option == "ENABLE_QPSG"),
+            "{options:?}"
+        );
+    }
+}
