@@ -137,9 +137,11 @@ mod tests {
     /// parsed and planned again each time it runs.
     #[tokio::test]
     async fn the_bundled_sqlite_keeps_a_statements_plan_whatever_its_limit() {
-        let db = connect("sqlite::memory:", Duration::from_secs(5), None)
+        let dir = tempfile::tempdir().expect("a folder");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+        let db = connect(&url, Duration::from_secs(5), None)
             .await
-            .expect("an in-memory database");
+            .expect("a database");
         let rows = db
             .query_all_raw(Statement::from_string(
                 DbBackend::Sqlite,
