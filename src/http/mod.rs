@@ -185,7 +185,7 @@ fn routes(state: AppState, readiness: Readiness) -> Router {
 /// Keeps a client's `X-Request-Id` only when it is short and made of safe characters, so that
 /// what is echoed and logged cannot be a megabyte or forge log lines; otherwise a fresh one is
 /// made.
-fn drop_unsafe_request_id<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+fn drop_unsafe_request_id(mut request: Request) -> Request {
     let safe = request.headers().get(REQUEST_ID).is_none_or(|id| {
         let bytes = id.as_bytes();
         !bytes.is_empty()
