@@ -25,16 +25,31 @@ use sea_orm::{
 /// files the same mode), an existing one is made so, and deleted content is overwritten
 /// (`secure_delete`) rather than left in free pages.
 ///
-/// At most `connections` are open at once; `None`: 10 on PostgreSQL, 1 on SQLite.
+/// At most `connections` are open at once; `None`: 10 on PostgreSQL, 1 on SQLite. An
+/// in-memory SQLite database always has exactly one, held for the life of the pool.
 pub async fn connect(
     url: &str,
     timeout: Duration,
     connections: Option<u32>,
 ) -> Result<DatabaseConnection, DbErr> {
-    if let Some(file) = sqlite_file(url) {
-        make_private(&file)
-            .map_err(|err| DbErr::Custom(format!("cannot secure {}: {err}", file.display())))?;
+    let store = sqlite_store(url);
+    match &store {
+        Some(SqliteStore::File(file)) => make_private(file)
+            .map_err(|err| DbErr::Custom(format!("cannot secure {}: {err}", file.display())))?,
+        Some(SqliteStore::Memory) => tracing::warn!(
+            "the SQLite database is in memory: every account is lost when admit stops"
+        ),
+        None => {}
     }
+    Database::connect(options(url, store.as_ref(), timeout, connections)).await
+}
+
+fn options(
+    url: &str,
+    store: Option<&SqliteStore>,
+    timeout: Duration,
+    connections: Option<u32>,
+) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     let statement_timeout = format!("{}ms", timeout.as_millis());
     options
@@ -57,17 +72,61 @@ pub async fn connect(
     if let Some(connections) = connections {
         options.max_connections(connections);
     }
-    Database::connect(options).await
+    if store == Some(&SqliteStore::Memory) {
+        // The database lives only as long as one of its connections: the pool must never let
+        // its last one go, idle or old. Connections sharing it would fail on each other's
+        // table locks at once (a shared cache does not wait out a busy timeout), so there is
+        // one.
+        options
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None::<Duration>)
+            .max_lifetime(None::<Duration>);
+    }
+    options
 }
 
-/// The file of a SQLite URL (`sqlite://FILE?...`); `None` for other databases and in-memory ones.
-pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+/// Where a SQLite URL keeps its data, as sqlx reads the URL.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SqliteStore {
+    /// A file on disk.
+    File(PathBuf),
+    /// Memory only (`sqlite::memory:` or `mode=memory`): gone with its last connection.
+    Memory,
+}
+
+/// Where the SQLite URL `url` keeps its data; `None` for other databases and unreadable URLs
+/// (connecting then reports what is wrong).
+pub fn sqlite_store(url: &str) -> Option<SqliteStore> {
     if !url.starts_with("sqlite:") {
         return None;
     }
     let options = SqliteConnectOptions::from_str(url).ok()?;
+    // sqlx keeps whether the database is in memory to itself (its `to_url_lossy` would say, but
+    // panics on the name it gives `:memory:`), so the URL is read again the way sqlx reads it.
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (database, parameters) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory = database == ":memory:"
+        || url::form_urlencoded::parse(parameters.as_bytes())
+            .any(|(key, value)| key == "mode" && value == "memory");
     let file = options.get_filename();
-    (!file.as_os_str().is_empty() && file != Path::new(":memory:")).then(|| file.to_owned())
+    if in_memory {
+        Some(SqliteStore::Memory)
+    } else if file.as_os_str().is_empty() {
+        None
+    } else {
+        Some(SqliteStore::File(file.to_owned()))
+    }
+}
+
+/// The file of a SQLite URL (`sqlite://FILE?...`); `None` for other databases and in-memory ones.
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    match sqlite_store(url)? {
+        SqliteStore::File(file) => Some(file),
+        SqliteStore::Memory => None,
+    }
 }
 
 /// Creates `file` with mode 0600 if it is missing, and sets 0600 on it and its `-wal` and
@@ -132,6 +191,44 @@ mod tests {
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
     use super::*;
+
+    #[test]
+    fn a_sqlite_url_names_its_file_or_memory() {
+        let file = |name: &str| Some(SqliteStore::File(PathBuf::from(name)));
+        assert_eq!(sqlite_store("sqlite://admit.db?mode=rwc"), file("admit.db"));
+        assert_eq!(sqlite_store("sqlite:data/a.db"), file("data/a.db"));
+        assert_eq!(sqlite_store("sqlite::memory:"), Some(SqliteStore::Memory));
+        assert_eq!(sqlite_store("sqlite://:memory:"), Some(SqliteStore::Memory));
+        assert_eq!(
+            sqlite_store("sqlite://a.db?mode=memory"),
+            Some(SqliteStore::Memory)
+        );
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_store("sqlite://a.db?mode=sideways"), None);
+        assert_eq!(sqlite_store("postgres://admit@localhost/admit"), None);
+    }
+
+    #[test]
+    fn an_in_memory_database_keeps_one_connection_for_the_life_of_the_pool() {
+        let memory = options(
+            "sqlite::memory:",
+            Some(&SqliteStore::Memory),
+            Duration::from_secs(5),
+            Some(4),
+        );
+        assert_eq!(memory.get_min_connections(), Some(1));
+        assert_eq!(memory.get_max_connections(), Some(1));
+        assert_eq!(memory.get_idle_timeout(), Some(None));
+        assert_eq!(memory.get_max_lifetime(), Some(None));
+        let file = options(
+            "sqlite://a.db",
+            Some(&SqliteStore::File(PathBuf::from("a.db"))),
+            Duration::from_secs(5),
+            Some(4),
+        );
+        assert_eq!(file.get_max_connections(), Some(4));
+        assert_eq!(file.get_idle_timeout(), None);
+    }
 
     /// `.cargo/config.toml` asks for it: without it, every statement with a bound `LIMIT` is
     /// parsed and planned again each time it runs.

@@ -100,7 +100,8 @@ impl ServeSettings {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Database")]
 pub struct DatabaseSettings {
-    /// Database URL: `sqlite://FILE?mode=rwc` or `postgres://USER:PASS@HOST/DB`.
+    /// Database URL: `sqlite://FILE?mode=rwc`, `postgres://USER:PASS@HOST/DB`, or
+    /// `sqlite::memory:` (gone when admit stops).
     #[arg(long = "database-url", env = "DATABASE_URL", default_value = "sqlite://admit.db?mode=rwc", value_parser = secret, hide_env_values = true)]
     pub url: SecretString,
 

@@ -18,17 +18,12 @@ async fn the_binary_runs_on_embedded_defaults_confirms_from_a_mail_file_and_logs
 
     assert!(admit.register("newcomer@example.com").await);
     admit.wait_for_line("mail sent").await;
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("mail"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    assert_eq!(files.len(), 1);
-    assert_eq!(files[0].extension().unwrap(), "eml");
+    let (file, token) = the_one_mail_file(dir.path());
     // The mail file holds a live link; the database and the generated key are secrets too.
     {
         use std::os::unix::fs::PermissionsExt;
         for path in [
-            files[0].clone(),
+            file,
             dir.path().join("admit.db"),
             dir.path().join("admit.key"),
         ] {
@@ -36,6 +31,45 @@ async fn the_binary_runs_on_embedded_defaults_confirms_from_a_mail_file_and_logs
             assert_eq!(mode, 0o600, "{}", path.display());
         }
     }
+    assert_confirms(&admit, &token).await;
+    assert!(dir.path().join("admit.db").exists());
+
+    assert_eq!(admit.terminate().await, Some(0));
+    let log = admit.log().await;
+    assert!(!log.contains(PASSWORD), "the password is in the log");
+    assert!(!log.contains(&token), "the token is in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_database_takes_a_sign_up_to_its_confirmation_and_leaves_no_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut admit = AdmitProcess::start(dir.path(), &[("DATABASE_URL", "sqlite::memory:")]).await;
+    admit
+        .wait_for_line("every account is lost when admit stops")
+        .await;
+
+    assert!(admit.register("ephemeral@example.com").await);
+    admit.wait_for_line("mail sent").await;
+    let (_, token) = the_one_mail_file(dir.path());
+    assert_confirms(&admit, &token).await;
+
+    assert_eq!(admit.terminate().await, Some(0));
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["admit.key", "mail"]);
+}
+
+/// The path of the one mail file in `dir`'s `mail` folder, and the token its link carries.
+fn the_one_mail_file(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let files: Vec<_> = std::fs::read_dir(dir.join("mail"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0].extension().unwrap(), "eml");
     let raw = std::fs::read(&files[0]).unwrap();
     let message = MessageParser::default().parse(&raw).unwrap();
     let text = message.body_text(0).unwrap();
@@ -48,7 +82,10 @@ async fn the_binary_runs_on_embedded_defaults_confirms_from_a_mail_file_and_logs
         .unwrap()
         .to_owned();
     assert_eq!(token.len(), 43);
+    (files[0].clone(), token)
+}
 
+async fn assert_confirms(admit: &AdmitProcess, token: &str) {
     let confirmed = admit
         .operation("ConfirmAccount", json!({ "token": token }))
         .await
@@ -57,12 +94,6 @@ async fn the_binary_runs_on_embedded_defaults_confirms_from_a_mail_file_and_logs
         confirmed["data"]["confirmAccount"]["user"]["confirmed"], true,
         "{confirmed}"
     );
-    assert!(dir.path().join("admit.db").exists());
-
-    assert_eq!(admit.terminate().await, Some(0));
-    let log = admit.log().await;
-    assert!(!log.contains(PASSWORD), "the password is in the log");
-    assert!(!log.contains(&token), "the token is in the log");
 }
 
 #[tokio::test]
