@@ -103,7 +103,8 @@ pub fn sqlite_store(url: &str) -> Option<SqliteStore> {
     }
     let options = SqliteConnectOptions::from_str(url).ok()?;
     // sqlx keeps whether the database is in memory to itself (its `to_url_lossy` would say, but
-    // panics on the name it gives `:memory:`), so the URL is read again the way sqlx reads it.
+    // panics on the name it gives `:memory:`: transact-rs/sqlx#4327, fix in #4329, unreleased),
+    // so the URL is read again the way sqlx reads it.
     let rest = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
