@@ -344,7 +344,7 @@ pub struct AccountSettings {
     #[arg(long, env = "ADMIT_HASH_QUEUE")]
     pub hash_queue: Option<NonZeroUsize>,
 
-    /// Costly requests (register, resendConfirmation, confirmAccount, signIn) one client
+    /// Costly requests (every one that hashes a password, mails or uses a link) one client
     /// network (an IPv4 address or an IPv6 /64) may make per minute; 0 turns the budget off.
     #[arg(long, env = "ADMIT_IP_RATE_LIMIT", default_value_t = 120)]
     pub ip_rate_limit: u32,

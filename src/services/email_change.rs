@@ -101,7 +101,8 @@ pub enum DeleteAccountError {
     /// password was checked: nothing was done.
     #[error("the session ended")]
     SessionEnded,
-    /// Too many wrong passwords in a row: nothing was checked.
+    /// The client made too many costly requests, or too many wrong passwords came in a row:
+    /// nothing was checked.
     #[error("rate limited")]
     RateLimited(RateLimited),
     /// Anything unexpected; never shown to clients.
@@ -136,6 +137,8 @@ pub async fn request_email_change(
     password: Password,
 ) -> Result<(), RequestEmailChangeError> {
     let user = &viewer.user;
+    // The client's budget first, as for a sign-in: a password check costs a hash.
+    client_budget::take(&accounts.db, accounts.budget(client)).await??;
     if !sign_in::proves_password(&accounts.db, &accounts.hasher, client, user, password).await?? {
         tracing::info!(user_id = %user.id, "email change refused: wrong password");
         return Err(RequestEmailChangeError::InvalidCredentials);
@@ -143,7 +146,6 @@ pub async fn request_email_change(
     if new_email.key() == user.email_key {
         return Err(RequestEmailChangeError::SameAddress);
     }
-    client_budget::take(&accounts.db, accounts.budget(client)).await??;
     let txn = begin_write(&accounts.db).await?;
     let policy = accounts.settings.mail_limits;
     if let Err(limited) = throttle::take(&txn, new_email.key(), client, policy).await? {
@@ -354,6 +356,8 @@ pub async fn delete_account(
     password: Password,
 ) -> Result<(), DeleteAccountError> {
     let user = &viewer.user;
+    // The client's budget first, as for a sign-in: a password check costs a hash.
+    client_budget::take(&accounts.db, accounts.budget(client)).await??;
     if !sign_in::proves_password(&accounts.db, &accounts.hasher, client, user, password).await?? {
         tracing::info!(user_id = %user.id, "account deletion refused: wrong password");
         return Err(DeleteAccountError::InvalidCredentials);

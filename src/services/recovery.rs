@@ -90,7 +90,8 @@ pub enum ChangePasswordError {
     /// password was checked: nothing was done.
     #[error("the session ended")]
     SessionEnded,
-    /// Too many wrong current passwords in a row: nothing was checked.
+    /// The client made too many costly requests, or too many wrong current passwords came in
+    /// a row: nothing was checked.
     #[error("rate limited")]
     RateLimited(RateLimited),
     /// The new password breaks a rule.
@@ -236,6 +237,9 @@ pub async fn change_password(
     new_password: &str,
 ) -> Result<users::Model, ChangePasswordError> {
     let user = &viewer.user;
+    // The client's budget first, as for a sign-in: a password check costs a hash, and a
+    // change mails a notice that no per-address limit holds back.
+    client_budget::take(&accounts.db, accounts.budget(client)).await??;
     if !sign_in::proves_password(
         &accounts.db,
         &accounts.hasher,

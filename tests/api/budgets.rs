@@ -20,6 +20,7 @@ on_both_backends!(
     a_client_over_its_budget_cannot_use_even_a_valid_link_which_still_works_from_elsewhere,
     simultaneous_confirmations_from_one_network_are_counted_exactly,
     a_password_is_judged_only_within_the_clients_budget,
+    a_signed_in_password_check_takes_from_the_clients_budget_before_any_hashing,
 );
 
 const CONFIRM: &str = "mutation($token: String!) {
@@ -437,4 +438,97 @@ async fn a_sign_up_from_another_network_is_hashed_before_a_flood_queued_ahead_of
         }
     }
     assert_eq!(app.hasher.completed(), accepted + 1);
+}
+
+/// Changing the password, changing the address and deleting the account each check the
+/// password (a hash) and mail a notice that no per-address limit holds back: the client's
+/// budget is taken first, as for a sign-in, so a session is no way around it.
+async fn a_signed_in_password_check_takes_from_the_clients_budget_before_any_hashing(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_with(backend, &["--ip-rate-limit", "3"]).await;
+    // Sign-up, confirmation and sign-in spend the default client's own budget.
+    app.confirmed_account("owner@example.com").await;
+    let token = app.bearer_session("owner@example.com").await;
+    let authorization = format!("Bearer {token}");
+    let signed_in = |client, name: &'static str, variables: Value| {
+        let (app, authorization) = (&app, &authorization);
+        async move {
+            let headers = [("authorization", authorization.as_str())];
+            let data = app
+                .operation_with(client, name, variables, &headers)
+                .await
+                .1;
+            data.as_object()
+                .and_then(|fields| fields.values().next())
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    let change = |current: &str, new: &str| json!({ "input": { "currentPassword": current, "newPassword": new } });
+    let greedy = client_from("127.0.0.2");
+
+    let first = signed_in(
+        &greedy,
+        "ChangePassword",
+        change(PASSWORD, "a second long passphrase"),
+    )
+    .await;
+    assert_eq!(first["userErrors"], json!([]), "{first}");
+    let second = signed_in(
+        &greedy,
+        "ChangePassword",
+        change("a second long passphrase", "a third long passphrase"),
+    )
+    .await;
+    assert_eq!(second["userErrors"], json!([]), "{second}");
+    let wrong = signed_in(
+        &greedy,
+        "DeleteAccount",
+        json!({ "password": "not the password" }),
+    )
+    .await;
+    assert_eq!(first_code(&wrong), "INVALID_CREDENTIALS", "{wrong}");
+
+    // The budget is spent: each of the three is refused before its password is hashed.
+    let hashed = app.hasher.completed();
+    let refused = [
+        signed_in(&greedy, "ChangePassword", change("a third long passphrase", PASSWORD)).await,
+        signed_in(&greedy, "DeleteAccount", json!({ "password": "a third long passphrase" })).await,
+        signed_in(
+            &greedy,
+            "RequestEmailChange",
+            json!({ "input": { "newEmail": "new@example.com", "password": "a third long passphrase" } }),
+        )
+        .await,
+    ];
+    for payload in &refused {
+        assert_eq!(first_code(payload), "RATE_LIMITED", "{payload}");
+        assert!(
+            payload["userErrors"][0]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("your network")),
+            "{payload}"
+        );
+        assert!(
+            payload["retryAfterSeconds"]
+                .as_u64()
+                .is_none_or(|wait| (1..=60).contains(&wait))
+        );
+    }
+    assert_eq!(app.hasher.completed(), hashed);
+    assert_eq!(
+        entity::users::Entity::find().count(&app.db).await.unwrap(),
+        1,
+        "the account is still there"
+    );
+
+    // The same session from another network has a budget of its own.
+    let elsewhere = signed_in(
+        &client_from("127.0.0.3"),
+        "ChangePassword",
+        change("a third long passphrase", PASSWORD),
+    )
+    .await;
+    assert_eq!(elsewhere["userErrors"], json!([]), "{elsewhere}");
 }
