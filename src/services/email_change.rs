@@ -137,9 +137,8 @@ pub async fn request_email_change(
     password: Password,
 ) -> Result<(), RequestEmailChangeError> {
     let user = &viewer.user;
-    // The client's budget first, as for a sign-in: a password check costs a hash.
-    client_budget::take(&accounts.db, accounts.budget(client)).await??;
-    if !sign_in::proves_password(&accounts.db, &accounts.hasher, client, user, password).await?? {
+    let budget = accounts.budget(client);
+    if !sign_in::proves_password(&accounts.db, &accounts.hasher, budget, user, password).await?? {
         tracing::info!(user_id = %user.id, "email change refused: wrong password");
         return Err(RequestEmailChangeError::InvalidCredentials);
     }
@@ -356,9 +355,8 @@ pub async fn delete_account(
     password: Password,
 ) -> Result<(), DeleteAccountError> {
     let user = &viewer.user;
-    // The client's budget first, as for a sign-in: a password check costs a hash.
-    client_budget::take(&accounts.db, accounts.budget(client)).await??;
-    if !sign_in::proves_password(&accounts.db, &accounts.hasher, client, user, password).await?? {
+    let budget = accounts.budget(client);
+    if !sign_in::proves_password(&accounts.db, &accounts.hasher, budget, user, password).await?? {
         tracing::info!(user_id = %user.id, "account deletion refused: wrong password");
         return Err(DeleteAccountError::InvalidCredentials);
     }

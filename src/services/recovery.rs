@@ -237,13 +237,10 @@ pub async fn change_password(
     new_password: &str,
 ) -> Result<users::Model, ChangePasswordError> {
     let user = &viewer.user;
-    // The client's budget first, as for a sign-in: a password check costs a hash, and a
-    // change mails a notice that no per-address limit holds back.
-    client_budget::take(&accounts.db, accounts.budget(client)).await??;
     if !sign_in::proves_password(
         &accounts.db,
         &accounts.hasher,
-        client,
+        accounts.budget(client),
         user,
         current_password,
     )

@@ -265,15 +265,20 @@ fn wait_after(failures: i32) -> Option<TimeDelta> {
 }
 
 /// Whether the signed-in `user` typed their password (changing the password or the address,
-/// deleting the account): counted and forgotten like a sign-in attempt for the account's
-/// address, so guessing here meets the same waits.
+/// deleting the account): like a sign-in, it takes from the client's `budget` first (a hash
+/// costs, and a session is no way around the budget), and it is counted and forgotten like a
+/// sign-in attempt for the account's address, so guessing here meets the same waits.
 pub(super) async fn proves_password(
     db: &DatabaseConnection,
     hasher: &PasswordHasher,
-    client: ClientNetwork,
+    budget: client_budget::Budget,
     user: &users::Model,
     password: Password,
 ) -> anyhow::Result<Result<bool, RateLimited>> {
+    let client = budget.client;
+    if let Err(limited) = client_budget::take(db, budget).await? {
+        return Ok(Err(limited));
+    }
     if let Err(limited) = count_attempt(db, &user.email_key).await? {
         return Ok(Err(limited));
     }
