@@ -382,7 +382,7 @@ async fn two_processes_on_one_postgres_database_send_every_message_once() {
     let smtp_url = smtp.url();
     let dir = tempfile::tempdir().unwrap();
     let mut env = process_env(&database, &smtp_url);
-    // Forty sign-ups at once, hashed at idle priority while the rest of the suite keeps both
+    // Forty sign-ups at once, hashed at low priority while the rest of the suite keeps both
     // cores busy, can wait longer than the default deadline allows a hash to wait (4 of 5 s):
     // this test is about delivery, not about hashing capacity.
     env.push(("ADMIT_DB_TIMEOUT", "30s"));
