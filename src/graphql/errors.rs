@@ -87,16 +87,21 @@ struct DeadlineExceeded(std::time::Duration);
 
 /// Runs a use case under the database deadline (`ADMIT_DB_TIMEOUT`): a database that stops
 /// answering makes the request fail with `SERVICE_UNAVAILABLE` instead of hanging.
-pub(super) async fn within_deadline<T, E: From<anyhow::Error>>(
+pub(super) fn within_deadline<T, E: From<anyhow::Error>>(
     state: &AppState,
     work: impl Future<Output = Result<T, E>>,
-) -> Result<T, E> {
+) -> impl Future<Output = Result<T, E>> {
     let deadline = state.db_timeout;
-    // Boxed: a use case's future can be kilobytes, and async-graphql's resolver futures are as
-    // large as the largest of them, copied whole at every layer; a box is copied as a pointer.
-    tokio::time::timeout(deadline, Box::pin(work))
-        .await
-        .unwrap_or_else(|_| Err(anyhow::Error::new(DeadlineExceeded(deadline)).into()))
+    // Boxed here, before a future is returned: a use case's future can be kilobytes, and
+    // async-graphql's resolver futures are as large as the largest of them, moved whole at
+    // every layer (seven per request). Boxed inside an `async fn`, the work would still be
+    // held unboxed as its argument; a box is moved as a pointer.
+    let work = Box::pin(work);
+    async move {
+        tokio::time::timeout(deadline, work)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::Error::new(DeadlineExceeded(deadline)).into()))
+    }
 }
 
 fn field_error(field: &[&str], code: ErrorCode, message: String) -> UserError {

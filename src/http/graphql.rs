@@ -5,8 +5,10 @@
 //! [`limits::check_request`] before async-graphql parses or validates it, and the GET, media
 //! type and status rules below differ from the extractor's.
 
+use std::collections::BTreeMap;
+
 use async_graphql::{
-    BatchRequest, BatchResponse, Request, Response as GqlResponse, Value, Variables,
+    BatchRequest, BatchResponse, Request, Response as GqlResponse, ServerError, Value, Variables,
     parser::types::OperationType,
 };
 use axum::{
@@ -257,28 +259,30 @@ async fn execute(
         .data(session.clone());
     let media = response_type(headers);
     let started = std::time::Instant::now();
-    let responses = match http.schema.execute_batch(batch).await {
+    // Boxed: async-graphql's execution future is kilobytes, and every layer above this one
+    // (the handler, axum's and tower's futures) would otherwise move it whole as it starts.
+    let responses = match Box::pin(http.schema.execute_batch(batch)).await {
         BatchResponse::Single(response) => vec![response],
         BatchResponse::Batch(responses) => responses,
     };
     let elapsed = started.elapsed().as_secs_f64();
-    let mut shaped: Vec<(StatusCode, serde_json::Value, Option<u64>)> = responses
+    let mut shaped: Vec<(StatusCode, Vec<u8>, Option<u64>)> = responses
         .into_iter()
         .zip(operations)
         .map(|(response, operation)| {
             let request_error = is_request_error(&response);
             let outcome = outcome(&response, request_error);
-            let (status, body, retry_after) = shape(response, request_error, media);
+            let shaped = shape(response, request_error, media);
             metrics::counter!(crate::metrics::GRAPHQL_REQUESTS, "operation" => operation, "outcome" => outcome)
                 .increment(1);
             metrics::histogram!(crate::metrics::GRAPHQL_DURATION, "operation" => operation)
                 .record(elapsed);
-            (status, body, retry_after)
+            shaped
         })
         .collect();
     let mut response = if shaped.len() == 1 && !is_batch {
         let (status, body, retry_after) = shaped.remove(0);
-        let mut response = json_response(status, &body, media);
+        let mut response = body_response(status, body, media);
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
@@ -286,8 +290,16 @@ async fn execute(
         }
         response
     } else {
-        let bodies: Vec<_> = shaped.into_iter().map(|(_, body, _)| body).collect();
-        json_response(StatusCode::OK, &bodies, media)
+        // Each body is one JSON value already: the batch is their array.
+        let mut bodies = vec![b'['];
+        for (index, (_, body, _)) in shaped.into_iter().enumerate() {
+            if index > 0 {
+                bodies.push(b',');
+            }
+            bodies.extend_from_slice(&body);
+        }
+        bodies.push(b']');
+        body_response(StatusCode::OK, bodies, media)
     };
     if let Some(cookie) = session
         .cookie_change()
@@ -335,16 +347,19 @@ fn retry_after(response: &GqlResponse) -> Option<u64> {
         .max()
 }
 
-/// The status and body of one GraphQL response, and for a 503 the seconds for `Retry-After`. A request error (a document that does not
-/// parse or validate: no data, no path) is the client's: 400 for clients that read the
-/// GraphQL response media type, which then carries no `data`, and 200 for plain JSON clients,
-/// as the specification asks. A response that failed only because the service is overloaded
-/// or cannot reach its database gets 503.
+/// The status and JSON body of one GraphQL response, and for a 503 the seconds for
+/// `Retry-After`. A request error (a document that does not parse or validate: no data, no
+/// path) is the client's: 400 for clients that read the GraphQL response media type, which then
+/// carries no `data`, and 200 for plain JSON clients, as the specification asks. A response
+/// that failed only because the service is overloaded or cannot reach its database gets 503.
+///
+/// The response is serialized as it is, in the order of the selections (the specification
+/// asks that order be kept), without a `serde_json::Value` in between.
 fn shape(
-    response: GqlResponse,
+    mut response: GqlResponse,
     request_error: bool,
     media: Media,
-) -> (StatusCode, serde_json::Value, Option<u64>) {
+) -> (StatusCode, Vec<u8>, Option<u64>) {
     let unavailable = response.data == Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(is_unavailable);
@@ -353,27 +368,31 @@ fn shape(
     } else {
         None
     };
-    let mut body = serde_json::to_value(&response).unwrap_or_else(|err| {
-        tracing::error!(error = %err, "cannot serialize a GraphQL response");
-        json!({ "errors": [{ "message": "Internal server error" }] })
-    });
-    if let Some(errors) = body
-        .get_mut("errors")
-        .and_then(serde_json::Value::as_array_mut)
-        && errors.len() > MAX_ERRORS
-    {
-        let left_out = errors.len() - MAX_ERRORS;
-        errors.truncate(MAX_ERRORS);
-        errors.push(json!({
-            "message": format!("{left_out} more errors were left out."),
-            "extensions": { "code": "TOO_MANY_ERRORS" },
-        }));
+    if response.errors.len() > MAX_ERRORS {
+        let left_out = response.errors.len() - MAX_ERRORS;
+        response.errors.truncate(MAX_ERRORS);
+        let mut error = ServerError::new(format!("{left_out} more errors were left out."), None);
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", "TOO_MANY_ERRORS");
+        response.errors.push(error);
     }
+    let without_data = request_error && media == Media::GraphqlResponse;
+    let body = if without_data {
+        serde_json::to_vec(&WithoutData {
+            errors: &response.errors,
+            extensions: &response.extensions,
+        })
+    } else {
+        serde_json::to_vec(&response)
+    };
+    let body = body.unwrap_or_else(|err| {
+        tracing::error!(error = %err, "cannot serialize a GraphQL response");
+        br#"{"errors":[{"message":"Internal server error"}]}"#.to_vec()
+    });
     let status = if request_error {
-        if media == Media::GraphqlResponse {
-            if let Some(object) = body.as_object_mut() {
-                object.remove("data");
-            }
+        if without_data {
             StatusCode::BAD_REQUEST
         } else {
             StatusCode::OK
@@ -384,6 +403,14 @@ fn shape(
         StatusCode::OK
     };
     (status, body, retry_after)
+}
+
+/// A response to a request error in the GraphQL response media type: no `data` member.
+#[derive(serde::Serialize)]
+struct WithoutData<'a> {
+    errors: &'a [ServerError],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    extensions: &'a BTreeMap<String, Value>,
 }
 
 fn is_request_error(response: &GqlResponse) -> bool {
@@ -447,17 +474,22 @@ fn response_type(headers: &HeaderMap) -> Media {
 }
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize, media: Media) -> Response {
-    let content_type = match media {
-        Media::Json => "application/json",
-        Media::GraphqlResponse => GRAPHQL_RESPONSE_JSON,
-    };
     match serde_json::to_vec(body) {
-        Ok(bytes) => (status, [(header::CONTENT_TYPE, content_type)], bytes).into_response(),
+        Ok(bytes) => body_response(status, bytes, media),
         Err(err) => {
             tracing::error!(error = %err, "cannot serialize a GraphQL response");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// An answer of `status` whose body is the JSON `body`, in `media`.
+fn body_response(status: StatusCode, body: Vec<u8>, media: Media) -> Response {
+    let content_type = match media {
+        Media::Json => "application/json",
+        Media::GraphqlResponse => GRAPHQL_RESPONSE_JSON,
+    };
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// A GraphQL-shaped error body (`{"errors":[{"message":...}]}`) with `status`.

@@ -95,6 +95,27 @@ async fn documents_that_do_not_parse_or_validate_get_400_as_graphql_responses_an
 }
 
 #[tokio::test]
+async fn answers_keep_the_order_of_the_selections_and_aliases() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let document = r#"{ passwordPolicy { maxLength minLength } b: passwordPolicy { minLength } a: __typename }"#;
+    let body = serde_json::to_vec(&json!({ "query": document })).unwrap();
+    let (status, text) = post_raw(&app, "application/json", body).await;
+    assert_eq!(status, 200, "{text}");
+    let position = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle} is not in {text}"))
+    };
+    // The specification asks that answers follow the document; a map sorted by name puts
+    // `a` first and `minLength` before `maxLength`.
+    assert!(position("\"passwordPolicy\"") < position("\"b\""), "{text}");
+    assert!(position("\"b\"") < position("\"a\""), "{text}");
+    assert!(
+        position("\"maxLength\"") < position("\"minLength\""),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn malformed_requests_get_a_graphql_error_with_status_400() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     for body in ["not json", "{}", r#"{"query":""}"#, "[]", r#"{"query": 5}"#] {
