@@ -1,7 +1,5 @@
 use std::net::{IpAddr, Ipv6Addr};
 
-use sha2::{Digest, Sha256};
-
 /// The network a request came from, as the per-client limits count it: an IPv4 address, or
 /// the /64 prefix of an IPv6 address (one subscriber gets a whole /64, so counting single IPv6
 /// addresses would give one client billions of budgets). IPv4-mapped IPv6 addresses count as
@@ -38,7 +36,7 @@ impl ClientNetwork {
             IpAddr::V4(v4) => format!("v4:{v4}"),
             IpAddr::V6(v6) => format!("v6:{v6}/64"),
         };
-        hex::encode(Sha256::digest(label.as_bytes()))
+        super::sha256_hex(label.as_bytes())
     }
 }
 

@@ -1,7 +1,6 @@
 use std::fmt;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use sha2::{Digest, Sha256};
 
 /// Bytes of entropy in a token.
 const TOKEN_BYTES: usize = 32;
@@ -54,7 +53,7 @@ macro_rules! secret_token {
 
             /// The hash stored in place of the token.
             pub fn hash(&self) -> TokenHash {
-                TokenHash(hex::encode(Sha256::digest(self.0.as_bytes())))
+                TokenHash(super::sha256_hex(self.0.as_bytes()))
             }
         }
 
