@@ -158,8 +158,9 @@ pub async fn confirm(
     now: DateTimeWithTimeZone,
     budget: Budget,
 ) -> Result<Outcome, DbErr> {
-    // Each branch's future is boxed where it is large: a future is as large as its largest
-    // branch, and each async layer above copies it whole as it starts (a pointer, once boxed).
+    // The transaction's future is boxed: a future is as large as its largest branch, and each
+    // async layer above copies it whole as it starts (a pointer, once boxed). sqlx boxes its
+    // own query future, so the statement's branch stays small.
     match &db.inner {
         DatabaseConnectionType::SqlxPostgresPoolConnection(_) => {
             confirm_postgres(db.get_postgres_connection_pool(), hash, now, budget).await
