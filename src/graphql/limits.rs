@@ -17,6 +17,8 @@ use async_graphql::{
     },
 };
 
+use super::memo::{self, InputTypes};
+
 /// Deepest nesting of `{`, `[` and `(` in a document, and of lists and objects in variables.
 /// The standard introspection query nests 13 levels; our own operations fewer than 8.
 pub const MAX_NESTING: usize = 32;
@@ -90,13 +92,23 @@ const CACHED_DOCUMENTS: usize = 256;
 /// few documents over and over (a landing page sends one), and parsing is most of what
 /// decoding a request costs; a hit skips the scan, the parse and the checks of the document.
 /// Unknown documents evict others by the cache's own policy (S3-FIFO), so a client sending
-/// endless new ones costs at most the parse it would have cost anyway.
+/// endless new ones costs at most the parse it would have cost anyway. A request whose document
+/// is kept also gets its [`memo::ValidationKey`], so that its validation can be remembered too.
 #[derive(Clone)]
-pub struct DocumentCache(Arc<quick_cache::sync::Cache<String, ExecutableDocument>>);
+pub struct DocumentCache(Arc<Documents>);
 
-impl Default for DocumentCache {
-    fn default() -> Self {
-        Self(Arc::new(quick_cache::sync::Cache::new(CACHED_DOCUMENTS)))
+struct Documents {
+    parsed: quick_cache::sync::Cache<String, ExecutableDocument>,
+    inputs: InputTypes,
+}
+
+impl DocumentCache {
+    /// An empty cache for the schema whose SDL is `sdl`.
+    pub fn for_sdl(sdl: &str) -> Self {
+        Self(Arc::new(Documents {
+            parsed: quick_cache::sync::Cache::new(CACHED_DOCUMENTS),
+            inputs: InputTypes::from_sdl(sdl),
+        }))
     }
 }
 
@@ -105,8 +117,11 @@ pub fn check_request_with(
     request: &mut Request,
     cache: Option<&DocumentCache>,
 ) -> Result<(), LimitError> {
-    if let Some(document) = cache.and_then(|cache| cache.0.get(&request.query)) {
+    if let Some(cache) = cache
+        && let Some(document) = cache.0.parsed.get(&request.query)
+    {
         check_variables(&request.variables)?;
+        remember_as(request, &document, cache);
         request.set_parsed_query(document);
         return Ok(());
     }
@@ -117,11 +132,28 @@ pub fn check_request_with(
         if let Some(cache) = cache
             && request.query.len() <= CACHED_SOURCE_BYTES
         {
-            cache.0.insert(request.query.clone(), document.clone());
+            cache
+                .0
+                .parsed
+                .insert(request.query.clone(), document.clone());
+            remember_as(request, &document, cache);
         }
         request.set_parsed_query(document);
     }
     Ok(())
+}
+
+/// Gives `request` the key its validation is remembered under, when it has one.
+fn remember_as(request: &mut Request, document: &ExecutableDocument, cache: &DocumentCache) {
+    if let Some(key) = memo::key(
+        &request.query,
+        request.operation_name.as_deref(),
+        document,
+        &request.variables,
+        &cache.0.inputs,
+    ) {
+        request.data.insert(key);
+    }
 }
 
 /// One pass over the source text, without a parser: nesting, tokens, fragments and spreads.
@@ -409,11 +441,20 @@ mod tests {
 
     #[test]
     fn cached_documents_serve_their_own_source_only_and_variables_are_still_checked() {
-        let cache = DocumentCache::default();
+        let cache = DocumentCache::for_sdl("");
         let source = "query P { passwordPolicy { minLength } }";
+        let has_key = |request: &Request| {
+            request
+                .data
+                .contains_key(&std::any::TypeId::of::<memo::ValidationKey>())
+        };
         for _ in 0..3 {
             let mut request = Request::new(source);
             check_request_with(&mut request, Some(&cache)).unwrap();
+            assert!(
+                has_key(&request),
+                "a kept document's validation is remembered"
+            );
             let document = request.parsed_query().unwrap();
             assert!(
                 document
@@ -422,7 +463,7 @@ mod tests {
                     .any(|(name, _)| name.is_some_and(|n| n == "P"))
             );
         }
-        assert_eq!(cache.0.len(), 1);
+        assert_eq!(cache.0.parsed.len(), 1);
         // Another source is parsed on its own, never served the cached one.
         let mut other = Request::new("query Q { passwordPolicy { maxLength } }");
         check_request_with(&mut other, Some(&cache)).unwrap();
@@ -452,8 +493,10 @@ mod tests {
             "query L {{ passwordPolicy {{ minLength }} }} # {}",
             "x".repeat(5000)
         );
-        check_request_with(&mut Request::new(long), Some(&cache)).unwrap();
-        assert_eq!(cache.0.len(), 2);
+        let mut long = Request::new(long);
+        check_request_with(&mut long, Some(&cache)).unwrap();
+        assert!(!has_key(&long), "nor is its validation");
+        assert_eq!(cache.0.parsed.len(), 2);
     }
 
     #[test]

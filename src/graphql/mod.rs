@@ -3,6 +3,7 @@
 
 mod errors;
 pub mod limits;
+pub mod memo;
 mod session;
 mod types;
 
@@ -121,7 +122,8 @@ const MUTATION_COST: usize = 400;
 pub fn build_schema(state: Option<AppState>, introspection: bool) -> AdmitSchema {
     let mut builder = Schema::build(Query, Mutation, EmptySubscription)
         .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY);
+        .limit_complexity(MAX_COMPLEXITY)
+        .extension(memo::ValidationMemo::default());
     if !introspection {
         // "Did you mean ...?" would hand out the schema piece by piece.
         builder = builder.disable_introspection().disable_suggestions();

@@ -282,3 +282,78 @@ async fn a_client_request_id_is_kept_only_when_short_and_plain() {
         assert!(uuid::Uuid::parse_str(&answer).is_ok(), "{answer}");
     }
 }
+
+#[tokio::test]
+async fn a_document_whose_validation_is_remembered_still_refuses_variables_that_do_not_fit() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let client = reqwest::Client::new();
+    let confirm = "mutation($token: String!) { confirmAccount(token: $token) { user { id } } }";
+    let register = "mutation($input: RegisterInput!) { register(input: $input) { accepted } }";
+    let sign_in = "mutation($input: SignInInput!) { signIn(input: $input) { sessionToken } }";
+    // Each document with variables that fit, and with variables that do not.
+    let cases = [
+        (
+            confirm,
+            json!({ "token": "not-a-real-token" }),
+            vec![
+                json!({ "token": 5 }),
+                json!({ "token": null }),
+                json!({ "token": ["x"] }),
+            ],
+        ),
+        (
+            register,
+            json!({ "input": { "email": "not an address", "password": "correct horse battery" } }),
+            vec![
+                json!({ "input": { "email": "a@example.com" } }),
+                json!({ "input": { "email": "a@example.com", "password": 1 } }),
+                json!({ "input": { "email": "a@example.com", "password": "x", "admin": true } }),
+            ],
+        ),
+        (
+            sign_in,
+            json!({ "input": { "email": "nobody@example.com", "password": "wrong", "delivery": "BEARER" } }),
+            vec![
+                json!({ "input": { "email": "nobody@example.com", "password": "wrong", "delivery": "SIDEWAYS" } }),
+                json!({ "input": { "email": "nobody@example.com", "password": "wrong", "delivery": "bearer" } }),
+            ],
+        ),
+    ];
+    for (document, fits, misfits) in &cases {
+        // Refusals are never remembered, so these are what validation itself answers.
+        let mut fresh = Vec::new();
+        for variables in misfits {
+            let answer = post(
+                &app,
+                &client,
+                &json!({ "query": document, "variables": variables }),
+            )
+            .await;
+            assert_eq!(answer.0, 400, "{variables} must not validate: {}", answer.1);
+            assert!(answer.1.get("data").is_none(), "{}", answer.1);
+            fresh.push(answer);
+        }
+        for _ in 0..2 {
+            let (status, body) = post(
+                &app,
+                &client,
+                &json!({ "query": document, "variables": fits }),
+            )
+            .await;
+            assert_eq!(status, 200, "{fits} validates: {body}");
+            assert!(body.get("data").is_some(), "{body}");
+        }
+        for (variables, fresh) in misfits.iter().zip(&fresh) {
+            let answer = post(
+                &app,
+                &client,
+                &json!({ "query": document, "variables": variables }),
+            )
+            .await;
+            assert_eq!(
+                &answer, fresh,
+                "{document} with {variables}, once remembered"
+            );
+        }
+    }
+}
