@@ -12,9 +12,10 @@ use admit::{
 use libfuzzer_sys::fuzz_target;
 
 static SCHEMA: LazyLock<AdmitSchema> = LazyLock::new(|| build_schema(None, true));
-/// Shared by every input through POST, so that documents come from it as they do in service;
-/// GET parses afresh, so that both paths are driven.
-static DOCUMENTS: LazyLock<DocumentCache> = LazyLock::new(DocumentCache::default);
+/// Shared by every input through POST, so that documents (and their validation, which the
+/// schema remembers per variables' shape) come from it as they do in service; GET parses and
+/// validates afresh, so that both paths are driven.
+static DOCUMENTS: LazyLock<DocumentCache> = LazyLock::new(|| DocumentCache::for_sdl(&SCHEMA.sdl()));
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(batch) = decode_post(data, Some(&DOCUMENTS)) {
