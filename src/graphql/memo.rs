@@ -23,8 +23,9 @@ use async_graphql::{
     },
 };
 
-/// Longest variables' shape a key may hold: past it the request is validated as usual, so a
-/// cache full of the longest keys costs a few hundred kilobytes at most.
+/// Longest variables' shape a key may hold: past it the request is validated as usual. With
+/// the document's text (at most 4 KiB, or it is not cached) a key is under 5.2 KB, so a memo
+/// full of the longest keys holds about 1.3 MB.
 const MAX_SHAPE_BYTES: usize = 1024;
 /// Validation results the memo keeps.
 const REMEMBERED: usize = 256;
