@@ -15,7 +15,7 @@ static SCHEMA: LazyLock<AdmitSchema> = LazyLock::new(|| build_schema(None, true)
 /// Shared by every input through POST, so that documents (and their validation, which the
 /// schema remembers per variables' shape) come from it as they do in service; GET parses and
 /// validates afresh, so that both paths are driven.
-static DOCUMENTS: LazyLock<DocumentCache> = LazyLock::new(|| DocumentCache::for_sdl(&SCHEMA.sdl()));
+static DOCUMENTS: LazyLock<DocumentCache> = LazyLock::new(|| DocumentCache::for_schema(&SCHEMA));
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(batch) = decode_post(data, Some(&DOCUMENTS)) {

@@ -103,8 +103,13 @@ struct Documents {
 }
 
 impl DocumentCache {
+    /// An empty cache for `schema`'s documents.
+    pub fn for_schema(schema: &super::AdmitSchema) -> Self {
+        Self::for_sdl(&schema.sdl())
+    }
+
     /// An empty cache for the schema whose SDL is `sdl`.
-    pub fn for_sdl(sdl: &str) -> Self {
+    fn for_sdl(sdl: &str) -> Self {
         Self(Arc::new(Documents {
             parsed: quick_cache::sync::Cache::new(CACHED_DOCUMENTS),
             inputs: InputTypes::from_sdl(sdl),

@@ -37,7 +37,7 @@ pub struct InputTypes(HashMap<String, HashMap<String, Type>>);
 
 impl InputTypes {
     /// The input objects `sdl` (the schema's own SDL) defines. An SDL that does not parse gives
-    /// none: every input object's value then stands for itself, which is slower, never wrong.
+    /// none: requests with input objects are then never remembered, which is slower, never wrong.
     pub fn from_sdl(sdl: &str) -> Self {
         let Ok(document) = parse_schema(sdl) else {
             return Self::default();
@@ -71,7 +71,9 @@ impl InputTypes {
 pub struct ValidationKey(String);
 
 /// The key of a request made of `query` (parsed as `document`), `operation_name` and
-/// `variables`; `None` when the variables are too large to be worth remembering.
+/// `variables`; `None` when the variables are too large to be worth remembering, or hold an
+/// object of an input type `inputs` does not know. A key never holds a string given where
+/// `String` or `ID` is declared, so no password or token is kept in one.
 pub fn key(
     query: &str,
     operation_name: Option<&str>,
@@ -133,9 +135,9 @@ fn shape(out: &mut String, value: &Value, ty: &Type, inputs: &InputTypes) -> Opt
             out.push('S');
         }
         (Value::Object(fields), BaseType::Named(name)) => {
-            let Some(types) = inputs.0.get(name.as_str()) else {
-                return verbatim(out, value);
-            };
+            // An object of a type not known here could hold a password in a `String` field:
+            // rather than keep it in a key, the request is not remembered.
+            let types = inputs.0.get(name.as_str())?;
             out.push('{');
             for (field, value) in fields {
                 out.push_str(&serde_json::to_string(field.as_str()).ok()?);
@@ -171,7 +173,7 @@ impl Default for ValidationMemo {
 }
 
 /// The results, shared by every request of one schema.
-pub struct Memo(quick_cache::sync::Cache<ValidationKey, ValidationResult>);
+struct Memo(quick_cache::sync::Cache<ValidationKey, ValidationResult>);
 
 impl ExtensionFactory for ValidationMemo {
     fn create(&self) -> Arc<dyn Extension> {
@@ -323,6 +325,26 @@ mod tests {
         assert_eq!(
             key(
                 "query($n: [Int]) { a }",
+                None,
+                &document,
+                &variables,
+                &InputTypes::default()
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn no_key_holds_a_string_given_for_a_string_field() {
+        let secret = "correct horse battery staple";
+        let known = key_of(DOCUMENT, None, json!({ "pair": { "name": secret } }));
+        assert!(!known.contains(secret), "{known}");
+        // Without the type's fields, the object's strings cannot be told apart: no key.
+        let document = parse_query(DOCUMENT).expect("parses");
+        let variables = Variables::from_json(json!({ "pair": { "name": secret } }));
+        assert_eq!(
+            key(
+                DOCUMENT,
                 None,
                 &document,
                 &variables,

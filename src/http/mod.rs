@@ -160,7 +160,7 @@ fn routes(state: AppState, readiness: Readiness) -> Router {
         cookie_origins,
     ));
     let http = HttpState(Arc::new(Shared {
-        documents: crate::graphql::limits::DocumentCache::for_sdl(&schema.sdl()),
+        documents: crate::graphql::limits::DocumentCache::for_schema(&schema),
         ide,
         cookies,
         trusted_proxies: state.http.trusted_proxies.clone().into(),
