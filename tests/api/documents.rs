@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, GRAPHQL_RESPONSE, TestApp};
+use crate::helpers::{Backend, GRAPHQL_RESPONSE, TestApp, client_from};
 
 /// A value nested `levels` deep in an argument: 1,600 levels overflowed a worker's stack.
 fn nested_argument(levels: usize) -> String {
@@ -356,4 +356,32 @@ async fn a_document_whose_validation_is_remembered_still_refuses_variables_that_
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_client_sending_endless_new_documents_does_not_change_what_another_is_answered() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let flood = client_from("127.0.0.2");
+    let other = client_from("127.0.0.3");
+    let confirm = "mutation($token: String!) { confirmAccount(token: $token) { user { id } } }";
+    let fits = json!({ "query": confirm, "variables": { "token": "not-a-real-token" } });
+    let misfits = json!({ "query": confirm, "variables": { "token": 5 } });
+    let refused = post(&app, &other, &misfits).await;
+    assert_eq!(refused.0, 400, "{}", refused.1);
+    let accepted = post(&app, &other, &fits).await;
+    assert_eq!(accepted.0, 200, "{}", accepted.1);
+
+    // More new documents than the document cache and the validation memo each hold (256).
+    for i in 0..600 {
+        let document = format!("query F{i} {{ p{i}: passwordPolicy {{ minLength }} }}");
+        let (status, body) = post(&app, &flood, &json!({ "query": document })).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body["data"][format!("p{i}")]["minLength"].is_number(),
+            "{body}"
+        );
+    }
+
+    assert_eq!(post(&app, &other, &misfits).await, refused);
+    assert_eq!(post(&app, &other, &fits).await, accepted);
 }
