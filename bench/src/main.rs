@@ -23,9 +23,10 @@
 //! histograms) at several concurrencies, one keep-alive HTTP/1.1 connection per concurrent
 //! client on loopback, against a bound measured in the same run: admit's own confirmation
 //! statements (`admit::services::confirmation::confirm`) run directly on a pool with admit's
-//! settings, without HTTP or GraphQL. The two take turns in ten slices, and the benchmark's
-//! own CPU per operation is printed beside admit's. Accounts and their links are seeded
-//! straight into the database (`--accounts` of them never confirmed, to size the tables, plus
+//! settings, without HTTP or GraphQL. The two take turns in ten slices. Beside admit's CPU per
+//! confirmation it prints, per operation of each phase, the benchmark's own CPU, the CPU of
+//! every PostgreSQL process and the time the cores sat idle (all from `/proc`): where the
+//! machine's time went. Accounts and their links are seeded straight into the database (`--accounts` of them never confirmed, to size the tables, plus
 //! fresh ones for every phase), so each phase confirms `--confirms` first clicks; a reload of
 //! the same links follows.
 //! `--database-url` points it at PostgreSQL (an empty database) instead of SQLite.
@@ -328,6 +329,33 @@ impl Admit {
 /// CPU time process `pid` has used so far, user and system.
 fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
     cpu_time_in(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// CPU time every process named `postgres` has used so far (processes that ended meanwhile
+/// are missed; PostgreSQL keeps its backends for as long as their connections live).
+fn postgres_cpu() -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    for entry in std::fs::read_dir("/proc")? {
+        let path = entry?.path();
+        let is_postgres = std::fs::read_to_string(path.join("comm"))
+            .is_ok_and(|name| name.trim_end() == "postgres");
+        // A process may end between the two reads.
+        if is_postgres && let Ok(cpu) = cpu_time_in(&path.join("stat")) {
+            total += cpu;
+        }
+    }
+    Ok(total)
+}
+
+/// Time the machine's cores have spent idle since boot, summed over the cores.
+fn machine_idle() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("empty /proc/stat")?;
+    // cpu user nice system idle iowait ...: in clock ticks (100 a second on Linux).
+    let fields: Vec<&str> = cpu.split_whitespace().collect();
+    let ticks: u64 = fields.get(4).context("no idle")?.parse::<u64>()?
+        + fields.get(5).context("no iowait")?.parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 /// The user and system CPU time in a `/proc/.../stat` file.
@@ -984,6 +1012,10 @@ struct Phase {
     /// CPU the benchmark's own process used meanwhile (the load generator, or the bound's
     /// database client).
     generator_cpu: Duration,
+    /// CPU every PostgreSQL process on the machine used meanwhile.
+    postgres_cpu: Duration,
+    /// Time both cores sat idle meanwhile (summed over the cores).
+    idle: Duration,
 }
 
 impl Phase {
@@ -993,6 +1025,8 @@ impl Phase {
             errors: 0,
             elapsed: Duration::ZERO,
             generator_cpu: Duration::ZERO,
+            postgres_cpu: Duration::ZERO,
+            idle: Duration::ZERO,
         })
     }
 
@@ -1002,6 +1036,8 @@ impl Phase {
         self.errors += slice.errors;
         self.elapsed += slice.elapsed;
         self.generator_cpu += slice.generator_cpu;
+        self.postgres_cpu += slice.postgres_cpu;
+        self.idle += slice.idle;
         Ok(())
     }
 
@@ -1015,7 +1051,12 @@ impl Phase {
 
     /// The benchmark process's CPU per operation, in microseconds.
     fn generator_micros(&self) -> f64 {
-        self.generator_cpu.as_secs_f64() * 1e6 / self.latencies.len().max(1) as f64
+        self.per_operation(self.generator_cpu)
+    }
+
+    /// `total` spread over this phase's operations, in microseconds.
+    fn per_operation(&self, total: Duration) -> f64 {
+        total.as_secs_f64() * 1e6 / self.latencies.len().max(1) as f64
     }
 }
 
@@ -1029,6 +1070,7 @@ where
     let next = std::sync::atomic::AtomicUsize::new(0);
     let started = Instant::now();
     let own_cpu = cpu_time_of(std::process::id())?;
+    let (postgres_before, idle_before) = (postgres_cpu()?, machine_idle()?);
     let workers = (0..concurrency.max(1)).map(|worker| {
         let (next, operation) = (&next, &operation);
         async move {
@@ -1055,6 +1097,8 @@ where
     Ok(Phase {
         elapsed: started.elapsed(),
         generator_cpu: cpu_time_of(std::process::id())?.saturating_sub(own_cpu),
+        postgres_cpu: postgres_cpu()?.saturating_sub(postgres_before),
+        idle: machine_idle()?.saturating_sub(idle_before),
         latencies,
         errors,
     })
@@ -1113,9 +1157,9 @@ async fn confirm_throughput(
         |token: &str| format!(r#"{{"query":"{confirm}","variables":{{"token":"{token}"}}}}"#);
 
     println!(
-        "| concurrency | bound: the statements alone | confirmAccount, first click | of the bound | p50 / p99 | admit's CPU per confirmation | the benchmark's own CPU per operation: bound / API | again (a reload), p50 / p99 |"
+        "| concurrency | bound: the statements alone | confirmAccount, first click | of the bound | p50 / p99 | admit's CPU per confirmation | the benchmark's own CPU per operation: bound / API | PostgreSQL's CPU per operation: bound / API | idle per operation: bound / API | again (a reload), p50 / p99 |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (&concurrency, (for_bound, for_api)) in concurrencies.iter().zip(&fresh) {
         let lanes = Lane::open_many(&admit.listen, concurrency, networks).await?;
         // The bound and admit take turns, a slice each, so that a change in the machine's
@@ -1146,7 +1190,7 @@ async fn confirm_throughput(
         })
         .await?;
         println!(
-            "| {concurrency} | {:.0}/s, p50 {:.2} / p99 {:.2} ms | {:.0}/s | {:.0} % | {:.2} / {:.2} ms | {:.0} µs | {:.0} / {:.0} µs | {:.0}/s, {:.2} / {:.2} ms |",
+            "| {concurrency} | {:.0}/s, p50 {:.2} / p99 {:.2} ms | {:.0}/s | {:.0} % | {:.2} / {:.2} ms | {:.0} µs | {:.0} / {:.0} µs | {} | {:.0} / {:.0} µs | {:.0}/s, {:.2} / {:.2} ms |",
             bound.per_second(),
             bound.ms(0.5),
             bound.ms(0.99),
@@ -1157,6 +1201,18 @@ async fn confirm_throughput(
             cpu_per_confirm.as_secs_f64() * 1e6,
             bound.generator_micros(),
             first.generator_micros(),
+            // On SQLite the database works inside admit and the benchmark: no process of its own.
+            if database_url.is_some() {
+                format!(
+                    "{:.0} / {:.0} µs",
+                    bound.per_operation(bound.postgres_cpu),
+                    first.per_operation(first.postgres_cpu)
+                )
+            } else {
+                "—".to_owned()
+            },
+            bound.per_operation(bound.idle),
+            first.per_operation(first.idle),
             again.per_second(),
             again.ms(0.5),
             again.ms(0.99),
