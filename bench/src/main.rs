@@ -26,8 +26,8 @@
 //! settings, without HTTP or GraphQL. The two take turns in ten slices. Beside admit's CPU per
 //! confirmation it prints, per operation of each phase, the benchmark's own CPU, the CPU of
 //! every PostgreSQL process and the time the cores sat idle (all from `/proc`): where the
-//! machine's time went. Accounts and their links are seeded straight into the database (`--accounts` of them never confirmed, to size the tables, plus
-//! fresh ones for every phase), so each phase confirms `--confirms` first clicks; a reload of
+//! machine's time went. Accounts and their links are seeded straight into the database
+//! (`--accounts` of them never confirmed, to size the tables, plus fresh ones for every phase), so each phase confirms `--confirms` first clicks; a reload of
 //! the same links follows.
 //! `--database-url` points it at PostgreSQL (an empty database) instead of SQLite.
 //! `--budget N` turns on admit's per-client budget (`ADMIT_IP_RATE_LIMIT`, off by default
@@ -351,11 +351,17 @@ fn postgres_cpu() -> anyhow::Result<Duration> {
 fn machine_idle() -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let cpu = stat.lines().next().context("empty /proc/stat")?;
-    // cpu user nice system idle iowait ...: in clock ticks (100 a second on Linux).
+    // cpu user nice system idle iowait ...
     let fields: Vec<&str> = cpu.split_whitespace().collect();
-    let ticks: u64 = fields.get(4).context("no idle")?.parse::<u64>()?
-        + fields.get(5).context("no iowait")?.parse::<u64>()?;
-    Ok(Duration::from_millis(ticks * 10))
+    Ok(from_ticks(
+        fields.get(4).context("no idle")?.parse::<u64>()?
+            + fields.get(5).context("no iowait")?.parse::<u64>()?,
+    ))
+}
+
+/// A duration counted in `/proc`'s clock ticks (100 a second on Linux).
+fn from_ticks(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 10)
 }
 
 /// The user and system CPU time in a `/proc/.../stat` file.
@@ -367,10 +373,11 @@ fn cpu_time_in(path: &Path) -> anyhow::Result<Duration> {
         .1
         .split_whitespace()
         .collect();
-    // utime and stime are fields 14 and 15, in clock ticks (100 a second on Linux).
-    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
-        + fields.get(12).context("no stime")?.parse::<u64>()?;
-    Ok(Duration::from_millis(ticks * 10))
+    // utime and stime are fields 14 and 15.
+    Ok(from_ticks(
+        fields.get(11).context("no utime")?.parse::<u64>()?
+            + fields.get(12).context("no stime")?.parse::<u64>()?,
+    ))
 }
 
 /// One keep-alive HTTP/1.1 connection to admit's `/graphql`: hyper's client connection with
@@ -1068,9 +1075,10 @@ where
     Fut: std::future::Future<Output = bool>,
 {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let started = Instant::now();
+    // Finding PostgreSQL's processes reads two files per process in `/proc`: outside the timing.
+    let postgres_before = postgres_cpu()?;
+    let (started, idle_before) = (Instant::now(), machine_idle()?);
     let own_cpu = cpu_time_of(std::process::id())?;
-    let (postgres_before, idle_before) = (postgres_cpu()?, machine_idle()?);
     let workers = (0..concurrency.max(1)).map(|worker| {
         let (next, operation) = (&next, &operation);
         async move {
@@ -1094,11 +1102,15 @@ where
         latencies.add(&worker)?;
         errors += worker_errors;
     }
+    let (elapsed, idle) = (
+        started.elapsed(),
+        machine_idle()?.saturating_sub(idle_before),
+    );
     Ok(Phase {
-        elapsed: started.elapsed(),
+        elapsed,
+        idle,
         generator_cpu: cpu_time_of(std::process::id())?.saturating_sub(own_cpu),
         postgres_cpu: postgres_cpu()?.saturating_sub(postgres_before),
-        idle: machine_idle()?.saturating_sub(idle_before),
         latencies,
         errors,
     })
