@@ -83,7 +83,14 @@ impl Dispatcher {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
             match self.deliver_due(&shutdown).await {
-                Ok(claimed) if claimed > 0 && !*shutdown.borrow() => continue,
+                // A full round may have left due mail behind. A round with room to spare
+                // claimed all there was: mail queued since woke the signal, which keeps that
+                // wake for the wait below, so asking again at once would find nothing (on
+                // SQLite a statement and the pool's ping, for every message of a steady
+                // stream of sign-ups).
+                Ok(claimed) if claimed >= self.policy.in_flight.max(1) && !*shutdown.borrow() => {
+                    continue;
+                }
                 Ok(_) => {}
                 Err(err) => tracing::error!(error = %err, "outbox: cannot read due mail"),
             }

@@ -21,6 +21,7 @@ on_both_backends!(
     simultaneous_confirmations_from_one_network_are_counted_exactly,
     a_password_is_judged_only_within_the_clients_budget,
     a_signed_in_password_check_takes_from_the_clients_budget_before_any_hashing,
+    a_sign_up_refused_by_the_address_limits_does_no_hashing,
 );
 
 const CONFIRM: &str = "mutation($token: String!) {
@@ -310,14 +311,53 @@ async fn one_request_runs_at_most_two_costly_operations_batches_and_aliases_toge
     assert_eq!(app.hasher.completed(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sign_up_refused_by_the_address_limit_does_no_hashing() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let first = app.register("again@example.com", PASSWORD, None).await;
+/// `register` for `email` from `client`; its payload.
+async fn sign_up_from(app: &TestApp, client: &reqwest::Client, email: &str) -> Value {
+    let (_, body) = app
+        .post_graphql_with(
+            client,
+            REGISTER,
+            json!({ "input": { "email": email, "password": PASSWORD } }),
+        )
+        .await;
+    body["data"]["register"].clone()
+}
+
+/// The check before hashing reads the address's limits and the client network's limits on it
+/// in one statement, where either may be missing.
+async fn a_sign_up_refused_by_the_address_limits_does_no_hashing(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &["--resend-cooldown", "0s", "--resend-hourly-limit", "1"],
+    )
+    .await;
+    let first_network = client_from("127.0.0.2");
+    let second_network = client_from("127.0.0.3");
+    // Neither row exists yet.
+    let first = sign_up_from(&app, &first_network, "again@example.com").await;
     assert_eq!(first["accepted"], true, "{first}");
     assert_eq!(app.hasher.completed(), 1);
-    let second = app.register("again@example.com", PASSWORD, None).await;
+    // Both exist: this network's hour is used up.
+    let second = sign_up_from(&app, &first_network, "again@example.com").await;
     assert_eq!(first_code(&second), "RATE_LIMITED", "{second}");
+    assert_eq!(app.hasher.completed(), 1);
+    // The address's row exists, this network's does not: served.
+    let other = sign_up_from(&app, &second_network, "again@example.com").await;
+    assert_eq!(other["accepted"], true, "{other}");
+    assert_eq!(app.hasher.completed(), 2);
+    // Another address from the first network: its limits are its own.
+    let elsewhere = sign_up_from(&app, &first_network, "elsewhere@example.com").await;
+    assert_eq!(elsewhere["accepted"], true, "{elsewhere}");
+    assert_eq!(app.hasher.completed(), 3);
+
+    // The cooldown, kept in the address's row, refuses every network.
+    let app = TestApp::spawn(backend).await;
+    let first = sign_up_from(&app, &first_network, "again@example.com").await;
+    assert_eq!(first["accepted"], true, "{first}");
+    for network in [&first_network, &second_network] {
+        let again = sign_up_from(&app, network, "again@example.com").await;
+        assert_eq!(first_code(&again), "RATE_LIMITED", "{again}");
+    }
     assert_eq!(app.hasher.completed(), 1);
 }
 
