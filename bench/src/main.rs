@@ -27,8 +27,9 @@
 //! confirmation it prints, per operation of each phase, the benchmark's own CPU, the CPU of
 //! every PostgreSQL process and the time the cores sat idle (all from `/proc`): where the
 //! machine's time went. Accounts and their links are seeded straight into the database
-//! (`--accounts` of them never confirmed, to size the tables, plus fresh ones for every phase), so each phase confirms `--confirms` first clicks; a reload of
-//! the same links follows.
+//! (`--accounts` of them never confirmed, to size the tables, plus fresh ones for every
+//! phase), so each phase confirms `--confirms` first clicks; a reload of the same links
+//! follows.
 //! `--database-url` points it at PostgreSQL (an empty database) instead of SQLite.
 //! `--budget N` turns on admit's per-client budget (`ADMIT_IP_RATE_LIMIT`, off by default
 //! here): each concurrent client then comes from a loopback network of its own, and the
@@ -1056,11 +1057,6 @@ impl Phase {
         ms_at(&self.latencies, quantile)
     }
 
-    /// The benchmark process's CPU per operation, in microseconds.
-    fn generator_micros(&self) -> f64 {
-        self.per_operation(self.generator_cpu)
-    }
-
     /// `total` spread over this phase's operations, in microseconds.
     fn per_operation(&self, total: Duration) -> f64 {
         total.as_secs_f64() * 1e6 / self.latencies.len().max(1) as f64
@@ -1211,8 +1207,8 @@ async fn confirm_throughput(
             first.ms(0.5),
             first.ms(0.99),
             cpu_per_confirm.as_secs_f64() * 1e6,
-            bound.generator_micros(),
-            first.generator_micros(),
+            bound.per_operation(bound.generator_cpu),
+            first.per_operation(first.generator_cpu),
             // On SQLite the database works inside admit and the benchmark: no process of its own.
             if database_url.is_some() {
                 format!(

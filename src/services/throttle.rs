@@ -163,17 +163,14 @@ pub async fn peek<C: ConnectionTrait>(
     client: ClientNetwork,
     policy: ThrottlePolicy,
 ) -> Result<Result<(), RateLimited>, DbErr> {
-    let rows = db.query_one(&both_rows(key, client)).await?;
-    let address = rows
-        .as_ref()
-        .map(|row| mail_throttles::Model::from_query_result_optional(row, ADDRESS))
-        .transpose()?
-        .flatten();
-    let client_row = rows
-        .as_ref()
-        .map(|row| mail_throttle_clients::Model::from_query_result_optional(row, CLIENT))
-        .transpose()?
-        .flatten();
+    // The statement always answers one row (its `FROM` is a one-row subquery).
+    let (address, client_row) = match db.query_one(&both_rows(key, client)).await? {
+        Some(row) => (
+            mail_throttles::Model::from_query_result_optional(&row, ADDRESS)?,
+            mail_throttle_clients::Model::from_query_result_optional(&row, CLIENT)?,
+        ),
+        None => (None, None),
+    };
     // The clock after the reads: a mail recorded meanwhile must not look like it is from the
     // future (which would ask for more than the cooldown).
     let now = now();
@@ -227,19 +224,20 @@ fn both_rows(key: &str, client: ClientNetwork) -> SelectStatement {
                     .eq(client.key()),
                 ),
         );
-    for column in mail_throttles::Column::iter() {
-        select.expr_as(
-            Expr::col((mail_throttles::Entity, column)),
-            Alias::new(format!("{ADDRESS}{}", column.as_str())),
-        );
-    }
-    for column in mail_throttle_clients::Column::iter() {
-        select.expr_as(
-            Expr::col((mail_throttle_clients::Entity, column)),
-            Alias::new(format!("{CLIENT}{}", column.as_str())),
-        );
-    }
+    select_prefixed::<mail_throttles::Entity>(&mut select, ADDRESS);
+    select_prefixed::<mail_throttle_clients::Entity>(&mut select, CLIENT);
     select
+}
+
+/// Selects every column of `E` as `prefix` + its name, as a model's `from_query_result` with
+/// that prefix reads them.
+fn select_prefixed<E: EntityTrait>(select: &mut SelectStatement, prefix: &str) {
+    for column in E::Column::iter() {
+        select.expr_as(
+            Expr::col((E::default(), column)),
+            Alias::new(format!("{prefix}{}", column.as_str())),
+        );
+    }
 }
 
 /// Records one mail to the address with key `key` for `client` if the limits allow it now.

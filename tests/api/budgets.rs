@@ -115,15 +115,7 @@ async fn one_client_over_its_budget_is_refused_without_hashing_while_another_is_
 async fn a_password_is_judged_only_within_the_clients_budget(backend: Backend) {
     let app = TestApp::spawn_with(backend, &["--ip-rate-limit", "1"]).await;
     let greedy = client_from("127.0.0.2");
-    let sign_up = |client, email: &'static str| {
-        let app = &app;
-        async move {
-            let input = json!({ "input": { "email": email, "password": "password12345" } });
-            let (status, body) = app.post_graphql_with(client, REGISTER, input).await;
-            assert_eq!(status, 200, "{body}");
-            body["data"]["register"].clone()
-        }
-    };
+    let sign_up = |client, email| sign_up_from(&app, client, email, "password12345");
     let judged = sign_up(&greedy, "first@example.com").await;
     assert_eq!(first_code(&judged), "PASSWORD_TOO_COMMON", "{judged}");
     // Over its budget, the same sign-up is refused before its password is looked at.
@@ -311,15 +303,16 @@ async fn one_request_runs_at_most_two_costly_operations_batches_and_aliases_toge
     assert_eq!(app.hasher.completed(), 2);
 }
 
-/// `register` for `email` from `client`; its payload.
-async fn sign_up_from(app: &TestApp, client: &reqwest::Client, email: &str) -> Value {
-    let (_, body) = app
-        .post_graphql_with(
-            client,
-            REGISTER,
-            json!({ "input": { "email": email, "password": PASSWORD } }),
-        )
-        .await;
+/// `register` for `email` with `password` from `client`; its payload.
+async fn sign_up_from(
+    app: &TestApp,
+    client: &reqwest::Client,
+    email: &str,
+    password: &str,
+) -> Value {
+    let input = json!({ "input": { "email": email, "password": password } });
+    let (status, body) = app.post_graphql_with(client, REGISTER, input).await;
+    assert_eq!(status, 200, "{body}");
     body["data"]["register"].clone()
 }
 
@@ -334,28 +327,28 @@ async fn a_sign_up_refused_by_the_address_limits_does_no_hashing(backend: Backen
     let first_network = client_from("127.0.0.2");
     let second_network = client_from("127.0.0.3");
     // Neither row exists yet.
-    let first = sign_up_from(&app, &first_network, "again@example.com").await;
+    let first = sign_up_from(&app, &first_network, "again@example.com", PASSWORD).await;
     assert_eq!(first["accepted"], true, "{first}");
     assert_eq!(app.hasher.completed(), 1);
     // Both exist: this network's hour is used up.
-    let second = sign_up_from(&app, &first_network, "again@example.com").await;
+    let second = sign_up_from(&app, &first_network, "again@example.com", PASSWORD).await;
     assert_eq!(first_code(&second), "RATE_LIMITED", "{second}");
     assert_eq!(app.hasher.completed(), 1);
     // The address's row exists, this network's does not: served.
-    let other = sign_up_from(&app, &second_network, "again@example.com").await;
+    let other = sign_up_from(&app, &second_network, "again@example.com", PASSWORD).await;
     assert_eq!(other["accepted"], true, "{other}");
     assert_eq!(app.hasher.completed(), 2);
     // Another address from the first network: its limits are its own.
-    let elsewhere = sign_up_from(&app, &first_network, "elsewhere@example.com").await;
+    let elsewhere = sign_up_from(&app, &first_network, "elsewhere@example.com", PASSWORD).await;
     assert_eq!(elsewhere["accepted"], true, "{elsewhere}");
     assert_eq!(app.hasher.completed(), 3);
 
     // The cooldown, kept in the address's row, refuses every network.
     let app = TestApp::spawn(backend).await;
-    let first = sign_up_from(&app, &first_network, "again@example.com").await;
+    let first = sign_up_from(&app, &first_network, "again@example.com", PASSWORD).await;
     assert_eq!(first["accepted"], true, "{first}");
     for network in [&first_network, &second_network] {
-        let again = sign_up_from(&app, network, "again@example.com").await;
+        let again = sign_up_from(&app, network, "again@example.com", PASSWORD).await;
         assert_eq!(first_code(&again), "RATE_LIMITED", "{again}");
     }
     assert_eq!(app.hasher.completed(), 1);
